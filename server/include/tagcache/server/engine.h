@@ -1,0 +1,220 @@
+// The tag engine: every tag's users as Roaring bitmaps in RAM, sharded by
+// user-id range, merged last-writer-wins from snapshots and events, and
+// queried by point lookups and audience expressions. No I/O, no sockets.
+//
+// Merge contract (docs/ARCHITECTURE.md, ../shared/design.md): the state
+// depends only on the set of writes received, never on their order or on
+// duplicates. All methods are thread-safe; readers never observe a
+// half-applied snapshot of a (tag, shard).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <roaring/roaring.hh>
+
+#include "tagcache/common/status.h"
+
+namespace tagcache {
+
+using UserId = uint64_t;
+using Timestamp = uint64_t;  // producer-chosen, normally ms since the Unix epoch
+
+enum class TagOp : uint8_t { kSet = 0, kClear = 1 };
+
+struct Event {
+  UserId user = 0;
+  std::string tag;
+  TagOp op = TagOp::kSet;
+  Timestamp ts = 0;
+};
+
+struct EngineOptions {
+  // log2 of the users per shard: shard = user >> shard_bits. Fixed for the
+  // life of a cluster. Range [8, 32]. Default: 20 (1,048,576 users a shard).
+  int shard_bits = 20;
+  // Threads that evaluate one audience query over shards in parallel,
+  // counting the calling thread. 0 means std::thread::hardware_concurrency().
+  // Default: 0.
+  int query_threads = 0;
+  // A write stamped more than this many ms ahead of clock() is refused with
+  // FUTURE_TIMESTAMP and counted. 0 disables the check. Default: one hour.
+  uint64_t max_future_ms = 3'600'000;
+  // The node's clock, in ms since the Unix epoch. Default (empty): the
+  // system clock. Tests inject a fixed clock.
+  std::function<Timestamp()> clock;
+};
+
+struct ApplyEventsResult {
+  uint64_t applied = 0;  // events that won (rule 2) and are now the user's override
+  uint64_t ignored = 0;  // events at or below the base (rule 1), or losing to a held override
+};
+
+enum class SnapshotOutcome : uint8_t {
+  kApplied,    // S > base_ts, or the first snapshot: the shard's base is now this one
+  kDuplicate,  // same S and same members as the base: a no-op
+  kTieWon,     // same S, different members, larger digest: replaced (operator error, warned)
+  kTieLost,    // same S, different members, smaller digest: ignored (operator error, warned)
+};
+
+struct CommitOutcome {
+  // Shards of the tag that became "empty as of S" because the commit did not
+  // name them (shards without state for the tag are covered too, lazily).
+  uint64_t shards_emptied = 0;
+  // Named shards whose members for (tag, S) this node never received: they
+  // are reported, never emptied. Sorted ascending. Empty on full success.
+  std::vector<uint64_t> missing_shards;
+};
+
+struct TagHit {
+  std::string_view tag;  // valid for the Engine's lifetime (tag names are never freed)
+  Timestamp ts = 0;      // the winning write's ts; 0 unless requested
+};
+
+struct TagCount {
+  std::string_view tag;  // valid for the Engine's lifetime
+  uint64_t count = 0;
+};
+
+struct AudiencePage {
+  std::vector<UserId> users;          // ascending
+  std::optional<UserId> next_cursor;  // pass back to continue; empty when done
+};
+
+struct ShardBitmap {
+  uint64_t shard = 0;
+  uint64_t cardinality = 0;
+  std::string portable;  // Roaring portable serialization of the shard's offsets
+};
+
+struct MemoryUsage {
+  uint64_t bitmap_bytes = 0;    // tag bitmaps (containers and their directories)
+  uint64_t override_bytes = 0;  // per-user event overrides newer than the base
+  uint64_t index_bytes = 0;     // per-user tag lists that make GetTags O(user's tags)
+  uint64_t known_bytes = 0;     // known-users bitmaps (the universe of '!')
+  uint64_t total() const { return bitmap_bytes + override_bytes + index_bytes + known_bytes; }
+};
+
+struct TagStats {
+  std::string_view tag;
+  uint64_t members = 0;
+  uint64_t overrides = 0;
+  Timestamp newest_base_ts = 0;
+  MemoryUsage memory;  // bitmap_bytes and override_bytes only
+};
+
+struct ShardStats {
+  uint64_t shard = 0;
+  uint64_t known_users = 0;
+  uint64_t tags = 0;  // tags with state in this shard
+  MemoryUsage memory;
+};
+
+struct EngineCounters {
+  uint64_t events_applied = 0;
+  uint64_t events_ignored = 0;
+  uint64_t writes_refused_future = 0;  // writes refused for FUTURE_TIMESTAMP
+  uint64_t snapshots_applied = 0;
+  uint64_t snapshots_duplicate = 0;
+  uint64_t snapshots_stale = 0;
+  uint64_t snapshot_ties = 0;  // different content at the same ts (operator error)
+};
+
+struct EngineStats {
+  uint64_t shards = 0;
+  uint64_t tags = 0;
+  uint64_t known_users = 0;
+  uint64_t assignments = 0;  // (user, tag) memberships held
+  MemoryUsage memory;
+  EngineCounters counters;
+  std::vector<ShardStats> per_shard;  // ascending shard
+  std::vector<TagStats> per_tag;      // ascending tag name
+};
+
+// True when `name` is a valid tag name: 1-128 bytes of [A-Za-z0-9_.:-].
+bool IsValidTagName(std::string_view name);
+
+class Engine {
+ public:
+  // REQUIRES: options.shard_bits in [8, 32]; a bad value is clamped into range.
+  explicit Engine(EngineOptions options = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  int shard_bits() const;
+
+  // ---- Writes -------------------------------------------------------------
+
+  // Applies a batch of events by the merge rules. The batch is validated
+  // first and applied only if every event is valid: a bad tag name gives
+  // BAD_REQUEST, a ts too far ahead FUTURE_TIMESTAMP, each naming the event's
+  // index. Applying the same batch twice changes nothing.
+  Result<ApplyEventsResult> ApplyEvents(std::span<const Event> events);
+
+  // Applies one shard's part of the snapshot of `tag` as of `ts`: `offsets`
+  // are the members' offsets within `shard` (user = shard << shard_bits | offset).
+  // STALE_SNAPSHOT when ts is older than the shard's base; BAD_REQUEST for a
+  // bad tag name or an offset >= 2^shard_bits. Atomic per shard.
+  Result<SnapshotOutcome> ApplySnapshot(std::string_view tag, Timestamp ts, uint64_t shard,
+                                        const Roaring& offsets);
+
+  // Completes the snapshot of `tag` as of `ts`: every shard not in
+  // `shards_with_members` is empty as of ts (including shards with no state
+  // for the tag yet). Named shards whose part never arrived are reported in
+  // the outcome and left alone. Committing twice is harmless.
+  Result<CommitOutcome> CommitSnapshot(std::string_view tag, Timestamp ts,
+                                       std::span<const uint64_t> shards_with_members);
+
+  // Convenience for tests and tools: applies the whole snapshot of `tag` as
+  // of `ts` (any order, duplicates allowed), split by shard, then commits it.
+  // An empty `users` drops the tag as of ts.
+  Status ApplyFullSnapshot(std::string_view tag, Timestamp ts, std::span<const UserId> users);
+
+  // ---- Point lookups ------------------------------------------------------
+
+  // The user's tags, in tag-creation order; O(tags of the user). With
+  // `with_ts`, each hit carries its winning write's ts. Unknown user: empty.
+  std::vector<TagHit> GetTags(UserId user, bool with_ts = false) const;
+
+  // GetTags for many users at once, in the order given.
+  std::vector<std::vector<TagHit>> GetTagsBatch(std::span<const UserId> users,
+                                                bool with_ts = false) const;
+
+  // For each tag in `tags`, whether the user has it. UNKNOWN_TAG names every
+  // tag no write ever created.
+  Result<std::vector<bool>> HasTags(UserId user, std::span<const std::string_view> tags) const;
+
+  // ---- Audience queries (expression grammar: tagcache/server/expr.h) ------
+
+  // Number of users matching `expr`. BAD_REQUEST for a parse error (with the
+  // position), UNKNOWN_TAG naming unknown tags.
+  Result<uint64_t> Count(std::string_view expr) const;
+
+  // Matching user ids >= `cursor`, ascending, at most `limit` (>= 1) of them.
+  Result<AudiencePage> Audience(std::string_view expr, UserId cursor, size_t limit) const;
+
+  // The audience as one portable Roaring bitmap of offsets per non-empty shard.
+  Result<std::vector<ShardBitmap>> AudienceBitmaps(std::string_view expr) const;
+
+  // The k tags most common among the users matching `expr`, with exact counts,
+  // by count descending then name ascending; tags with count 0 are left out.
+  Result<std::vector<TagCount>> TopTags(std::string_view expr, size_t k) const;
+
+  // ---- Introspection ------------------------------------------------------
+
+  // With `detailed`, per_shard and per_tag are filled in too.
+  EngineStats Stats(bool detailed = false) const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tagcache

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The two Quick start commands (README.md):
+#   ./tagcache.sh run    install what is missing, build Release, run a node
+#   ./tagcache.sh test   install what is missing, build, run the whole test suite (ctest)
+# Extra:
+#   ./tagcache.sh test --sanitize   the same suite built with ASan+UBSan
+#   ./tagcache.sh bench             Release microbenchmarks + Redis anchors (slow; not CI)
+# Works on a fresh Debian 12 machine as root, or as a user with sudo.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+DATASETS=${TAGCACHE_DATASETS:-$ROOT/../shared/datasets/real-roaring}
+
+PACKAGES=(build-essential cmake ninja-build pkg-config ccache unzip
+  libboost1.81-dev libroaring-dev libxxhash-dev capnproto libcapnp-dev libssl-dev
+  libgtest-dev libgmock-dev googletest libbenchmark-dev)
+
+install_missing() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "==> installing: ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y \
+    --no-install-recommends "${missing[@]}"
+}
+
+build() {  # build DIR BUILD_TYPE [cmake args...]
+  local dir=$1 type=$2
+  shift 2
+  cmake -S "$ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" "$@" >/dev/null
+  cmake --build "$dir" -j2
+}
+
+unpack_datasets() {  # unpack_datasets DEST: the real bitmap datasets, one directory each
+  local dest=$1
+  for zip in census1881 wikileaks-noquotes; do
+    if [ ! -f "$DATASETS/$zip.zip" ]; then
+      echo "missing dataset $DATASETS/$zip.zip (set TAGCACHE_DATASETS)" >&2
+      exit 1
+    fi
+    mkdir -p "$dest/$zip"
+    unzip -q -o "$DATASETS/$zip.zip" -d "$dest/$zip"
+  done
+}
+
+cmd=${1:-}
+case "$cmd" in
+  run)
+    install_missing "${PACKAGES[@]}"
+    build build/release Release -DTAGCACHE_BUILD_TESTS=OFF
+    data=$(mktemp -d)
+    trap 'rm -rf "$data"' EXIT
+    unpack_datasets "$data"
+    # Until the network server lands, the node is the in-process engine demo.
+    ./build/release/server/tagcache-demo "$data/census1881" "$data/wikileaks-noquotes"
+    ;;
+  test)
+    install_missing "${PACKAGES[@]}"
+    if [ "${2:-}" = "--sanitize" ]; then
+      build build/asan Debug -DTAGCACHE_SANITIZE=ON
+      export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+      TAGCACHE_DATASETS=$DATASETS ctest --test-dir build/asan --output-on-failure -j2
+    else
+      build build/test RelWithDebInfo
+      TAGCACHE_DATASETS=$DATASETS ctest --test-dir build/test --output-on-failure -j2
+    fi
+    ;;
+  bench)
+    install_missing "${PACKAGES[@]}" redis-server redis-tools
+    exec ./bench/run_all.sh
+    ;;
+  *)
+    echo "usage: $0 run|test [--sanitize]|bench" >&2
+    exit 2
+    ;;
+esac
