@@ -392,15 +392,21 @@ class Engine::Impl {
     const uint64_t mask = (uint64_t{1} << shard_bits_) - 1;
     for (UserId u : users) parts[u >> shard_bits_].push_back(static_cast<uint32_t>(u & mask));
     std::vector<uint64_t> named;
+    // Rule 3 holds per (tag, shard): a part refused as stale in one shard
+    // must not keep the others (or the commit) from applying.
+    Status first_error;
     for (auto& [shard, offsets] : parts) {
       Roaring bitmap;
       bitmap.addMany(offsets.size(), offsets.data());
       Result<SnapshotOutcome> r = ApplySnapshot(tag, ts, shard, bitmap);
-      if (!r.ok()) return r.status();
       named.push_back(shard);
+      if (r.ok()) continue;
+      if (!r.status().IsStaleSnapshot()) return r.status();
+      if (first_error.ok()) first_error = r.status();
     }
     Result<CommitOutcome> c = CommitSnapshot(tag, ts, named);
     if (!c.ok()) return c.status();
+    if (!first_error.ok()) return first_error;
     if (!c->missing_shards.empty()) {
       return Status::Incomplete("commit of tag " + Quoted(tag) + " found " +
                                 std::to_string(c->missing_shards.size()) +

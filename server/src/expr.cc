@@ -24,7 +24,10 @@ class Parser {
                                 std::to_string(limits_.max_length));
     }
     SkipSpace();
-    if (pos_ == text_.size()) return Status::BadRequest("empty expression");
+    if (pos_ == text_.size()) {
+      return Status::BadRequest("at position " + std::to_string(pos_) +
+                                ": empty expression, expected a tag name, '(' or '!'");
+    }
     int32_t root = ParseOr(0);
     if (!error_.ok()) return error_;
     SkipSpace();

@@ -7,11 +7,11 @@ namespace tagcache::internal {
 namespace {
 
 // Block sizes in bytes, ~1.5x apart. Slot = (class + 1) << 27 | block index,
-// so 0 means "no tags" and class 31 marks an oversized list kept in huge_.
-constexpr uint32_t kClassBytes[31] = {
+// so 0 means "no tags" and class 30 marks an oversized list kept in huge_.
+constexpr uint32_t kClassBytes[30] = {
     4,    8,     12,    16,    24,    32,    48,    64,    96,     128,    192,
     256,  384,   512,   768,   1024,  1536,  2048,  3072,  4096,   6144,   8192,
-    12288, 16384, 24576, 32768, 49152, 65536, 98304, 131072, 196608};
+    12288, 16384, 24576, 32768, 49152, 65536, 98304, 131072};
 constexpr int kIndexBits = 27;
 constexpr uint32_t kIndexMask = (1u << kIndexBits) - 1;
 constexpr size_t kPageBytes = 64 * 1024;
@@ -29,6 +29,10 @@ void PutVarint(std::vector<uint8_t>& out, uint32_t v) {
 }
 
 }  // namespace
+
+UserIndex::UserIndex(size_t max_block_bytes) : class_count_(0) {
+  while (class_count_ < kHugeClass && kClassBytes[class_count_] <= max_block_bytes) ++class_count_;
+}
 
 uint32_t& UserIndex::MutableSlot(uint32_t offset) {
   size_t chunk = offset >> kChunkBits;
@@ -103,7 +107,8 @@ void UserIndex::Store(uint32_t offset) {
   }
   size_t need = scratch_bytes_.size();
   uint32_t cls = 0;
-  while (cls < kHugeClass && kClassBytes[cls] < need) ++cls;
+  while (cls < class_count_ && kClassBytes[cls] < need) ++cls;
+  if (cls == class_count_) cls = kHugeClass;
   uint32_t old_cls = slot == 0 ? UINT32_MAX : (slot >> kIndexBits) - 1;
   if (cls == kHugeClass) {
     if (slot != 0 && old_cls != kHugeClass) Free(slot, offset);

@@ -17,7 +17,9 @@ namespace tagcache::internal {
 
 class UserIndex {
  public:
-  UserIndex() = default;
+  // Lists longer than `max_block_bytes` encoded leave the slab for a
+  // per-user vector. Default: the largest slab class (128 KiB).
+  explicit UserIndex(size_t max_block_bytes = 131072);
   UserIndex(const UserIndex&) = delete;
   UserIndex& operator=(const UserIndex&) = delete;
 
@@ -55,7 +57,9 @@ class UserIndex {
 
  private:
   static constexpr int kChunkBits = 16;  // slots are allocated 65,536 users at a time
-  static constexpr uint32_t kHugeClass = 31;
+  // Slot = (class + 1) << 27 | block: 5 bits hold classes 0..30, and 30 marks
+  // an oversized list, so the slab has 30 classes.
+  static constexpr uint32_t kHugeClass = 30;
 
   uint32_t SlotOf(uint32_t offset) const {
     size_t chunk = offset >> kChunkBits;
@@ -79,6 +83,7 @@ class UserIndex {
   std::vector<std::unique_ptr<uint32_t[]>> chunks_;
   SizeClass classes_[kHugeClass];
   std::unordered_map<uint32_t, std::vector<uint8_t>> huge_;  // lists beyond the largest class
+  uint32_t class_count_;  // slab classes in use, <= kHugeClass
   size_t memory_bytes_ = 0;
   std::vector<uint32_t> scratch_ids_;
   std::vector<uint8_t> scratch_bytes_;

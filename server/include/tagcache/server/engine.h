@@ -37,7 +37,8 @@ struct Event {
 
 struct EngineOptions {
   // log2 of the users per shard: shard = user >> shard_bits. Fixed for the
-  // life of a cluster. Range [8, 32]. Default: 20 (1,048,576 users a shard).
+  // life of a cluster. Range [8, 26] (a value outside is clamped into it).
+  // Default: 20 (1,048,576 users a shard).
   int shard_bits = 20;
   // Threads that evaluate one audience query over shards in parallel,
   // counting the calling thread. 0 means std::thread::hardware_concurrency().
@@ -142,7 +143,7 @@ bool IsValidTagName(std::string_view name);
 
 class Engine {
  public:
-  // REQUIRES: options.shard_bits in [8, 32]; a bad value is clamped into range.
+  // options.shard_bits outside [8, 26] is clamped into that range.
   explicit Engine(EngineOptions options = {});
   ~Engine();
   Engine(const Engine&) = delete;
@@ -174,7 +175,8 @@ class Engine {
 
   // Convenience for tests and tools: applies the whole snapshot of `tag` as
   // of `ts` (any order, duplicates allowed), split by shard, then commits it.
-  // An empty `users` drops the tag as of ts.
+  // An empty `users` drops the tag as of ts. A part refused as stale does not
+  // stop the others or the commit; its STALE_SNAPSHOT status is returned.
   Status ApplyFullSnapshot(std::string_view tag, Timestamp ts, std::span<const UserId> users);
 
   // ---- Point lookups ------------------------------------------------------

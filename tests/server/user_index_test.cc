@@ -1,0 +1,77 @@
+// UserIndex against a plain reference: random adds and removes over many
+// users, including lists long enough to walk through every size class and
+// into the oversized-list path.
+#include "user_index.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+#include <set>
+#include <vector>
+
+namespace tagcache::internal {
+namespace {
+
+std::vector<uint32_t> TagsOf(const UserIndex& index, uint32_t user) {
+  std::vector<uint32_t> out;
+  index.ForEachTag(user, [&](uint32_t t) { out.push_back(t); });
+  return out;
+}
+
+TEST(UserIndexTest, RandomAddsAndRemovesMatchReference) {
+  UserIndex index;
+  std::map<uint32_t, std::set<uint32_t>> ref;
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<uint32_t> user(0, 200'000);  // spans several slot chunks
+  std::uniform_int_distribution<uint32_t> tag(0, 3000);
+  for (int i = 0; i < 200'000; ++i) {
+    uint32_t u = user(rng) % 500 * 397;  // few users, so lists get long
+    uint32_t t = tag(rng);
+    if (rng() % 3 == 0) {
+      EXPECT_EQ(index.Remove(u, t), ref[u].erase(t) == 1);
+    } else {
+      EXPECT_EQ(index.Add(u, t), ref[u].insert(t).second);
+    }
+  }
+  for (const auto& [u, tags] : ref) {
+    ASSERT_EQ(TagsOf(index, u), std::vector<uint32_t>(tags.begin(), tags.end())) << "user " << u;
+  }
+  EXPECT_TRUE(TagsOf(index, 1).empty());
+  EXPECT_GT(index.MemoryBytes(), 0u);
+}
+
+TEST(UserIndexTest, OversizedListsAndLargeTagIds) {
+  UserIndex index(/*max_block_bytes=*/1024);
+  std::set<uint32_t> ref;
+  // Far-apart ids need 3-byte varints: 3,000 of them outgrow a 1 KiB
+  // largest class and must move to the oversized path and back.
+  for (uint32_t i = 0; i < 3'000; ++i) {
+    uint32_t t = i * 1'400'001u;
+    index.Add(7, t);
+    ref.insert(t);
+  }
+  EXPECT_EQ(TagsOf(index, 7), std::vector<uint32_t>(ref.begin(), ref.end()));
+  for (uint32_t i = 0; i < 3'000; i += 2) {
+    ASSERT_TRUE(index.Remove(7, i * 1'400'001u));
+    ref.erase(i * 1'400'001u);
+  }
+  EXPECT_EQ(TagsOf(index, 7), std::vector<uint32_t>(ref.begin(), ref.end()));
+  for (uint32_t t : std::vector<uint32_t>(ref.begin(), ref.end())) ASSERT_TRUE(index.Remove(7, t));
+  EXPECT_TRUE(TagsOf(index, 7).empty());
+  EXPECT_FALSE(index.Remove(7, 0));
+}
+
+TEST(UserIndexTest, FreedBlocksAreReused) {
+  UserIndex index;
+  for (uint32_t u = 0; u < 1000; ++u) index.Add(u, 5);
+  size_t bytes = index.MemoryBytes();
+  for (uint32_t round = 0; round < 10; ++round) {
+    for (uint32_t u = 0; u < 1000; ++u) index.Remove(u, 5);
+    for (uint32_t u = 0; u < 1000; ++u) index.Add(u, 5);
+  }
+  EXPECT_EQ(index.MemoryBytes(), bytes);
+}
+
+}  // namespace
+}  // namespace tagcache::internal
