@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <shared_mutex>
@@ -15,6 +16,7 @@
 
 #include "bitset_kernels.h"
 #include "query.h"
+#include "roaring_access.h"
 #include "shard.h"
 #include "task_pool.h"
 
@@ -115,6 +117,15 @@ class Engine::Impl {
                                       .count());
   }
 
+  // The largest ts a write may carry now (max_future_ms ahead of the clock).
+  Timestamp NewestAllowedTs() const {
+    if (opts_.max_future_ms == 0) return std::numeric_limits<Timestamp>::max();
+    Timestamp now = Now();
+    return now > std::numeric_limits<Timestamp>::max() - opts_.max_future_ms
+               ? std::numeric_limits<Timestamp>::max()
+               : now + opts_.max_future_ms;
+  }
+
   Status CheckFuture(Timestamp ts, std::string_view what) {
     if (opts_.max_future_ms == 0) return Status::Ok();
     Timestamp now = Now();
@@ -148,6 +159,34 @@ class Engine::Impl {
     tags_.back().name.assign(name);
     by_name_.emplace(tags_.back().name, id);
     return id;
+  }
+
+  // Tag ids for a batch's events: one shared lock for the lookups, one
+  // exclusive lock only if the batch creates tags. REQUIRES: valid names.
+  std::vector<uint32_t> ResolveTags(std::span<const Event> events) {
+    std::vector<uint32_t> ids(events.size(), UINT32_MAX);
+    bool any_new = false;
+    {
+      std::shared_lock lock(tags_mu_);
+      for (size_t i = 0; i < events.size(); ++i) {
+        if (i > 0 && events[i].tag == events[i - 1].tag) {
+          ids[i] = ids[i - 1];
+          continue;
+        }
+        auto it = by_name_.find(std::string_view(events[i].tag));
+        if (it != by_name_.end()) {
+          ids[i] = it->second;
+        } else {
+          any_new = true;
+        }
+      }
+    }
+    if (any_new) {
+      for (size_t i = 0; i < events.size(); ++i) {
+        if (ids[i] == UINT32_MAX) ids[i] = GetOrCreateTag(events[i].tag);
+      }
+    }
+    return ids;
   }
 
   std::string_view TagName(uint32_t id) const {
@@ -204,13 +243,16 @@ class Engine::Impl {
   // ---- Writes ----------------------------------------------------------------
 
   Result<ApplyEventsResult> ApplyEvents(std::span<const Event> events) {
+    // Validate the whole batch first; messages are built only on failure.
+    const Timestamp newest_allowed = NewestAllowedTs();
     for (size_t i = 0; i < events.size(); ++i) {
       if (!IsValidTagName(events[i].tag)) {
         Status s = BadTagName(events[i].tag);
         return Status::BadRequest("event " + std::to_string(i) + ": " + s.message());
       }
-      Status s = CheckFuture(events[i].ts, "event " + std::to_string(i));
-      if (!s.ok()) return s;
+      if (events[i].ts > newest_allowed) {
+        return CheckFuture(events[i].ts, "event " + std::to_string(i));
+      }
     }
     // Group by shard so each shard's lock is taken once per batch.
     struct Item {
@@ -219,33 +261,78 @@ class Engine::Impl {
       uint32_t index;
     };
     std::vector<Item> items(events.size());
+    std::vector<uint32_t> tag_ids = ResolveTags(events);
     for (size_t i = 0; i < events.size(); ++i) {
-      items[i] = {events[i].user >> shard_bits_, GetOrCreateTag(events[i].tag),
-                  static_cast<uint32_t>(i)};
+      items[i] = {events[i].user >> shard_bits_, tag_ids[i], static_cast<uint32_t>(i)};
     }
-    std::stable_sort(items.begin(), items.end(),
-                     [](const Item& a, const Item& b) { return a.shard < b.shard; });
+    // Items are unique by index, so this order is total (and stable).
+    std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+      return a.shard != b.shard ? a.shard < b.shard : a.index < b.index;
+    });
     const uint32_t mask = static_cast<uint32_t>((uint64_t{1} << shard_bits_) - 1);
     ApplyEventsResult result;
     for (size_t i = 0; i < items.size();) {
       Shard& shard = GetOrCreateShard(items[i].shard);
       std::unique_lock lock(shard.mu);
-      for (; i < items.size() && items[i].shard == shard.id; ++i) {
+      size_t end = i;
+      while (end < items.size() && items[end].shard == shard.id) ++end;
+      // Random users make every write a chain of dependent cache misses: the
+      // tag's column, its container directory, the container, the array
+      // search, the override slot, the index slot and block. A staged
+      // pipeline issues each a few events ahead, once the line it depends on
+      // has arrived (1.2 M -> 1.6+ M events/s on the benchmark).
+      constexpr size_t kStage0 = 32, kStageDir = 24, kStage1 = 16, kStage2 = 8, kStage3 = 3;
+      auto offset_of = [&](size_t j) {
+        return static_cast<uint32_t>(events[items[j].index].user) & mask;
+      };
+      auto column_of = [&](size_t j) { return shard.Column(items[j].tag); };
+      for (; i < end; ++i) {
+        if (i + kStage0 < end) {
+          if (const TagColumn* c = column_of(i + kStage0)) {
+            __builtin_prefetch(c);
+            __builtin_prefetch(reinterpret_cast<const char*>(c) + 64);
+          }
+        }
+        if (i + kStageDir < end) {
+          if (const TagColumn* c = column_of(i + kStageDir)) internal::PrefetchDirectory(c->bitmap);
+        }
+        if (i + kStage1 < end) {
+          uint32_t ahead = offset_of(i + kStage1);
+          shard.index.PrefetchSlot(ahead);
+          if (const TagColumn* c = column_of(i + kStage1)) {
+            internal::PrefetchContainer(c->bitmap, ahead);
+          }
+        }
+        if (i + kStage2 < end) {
+          uint32_t ahead = offset_of(i + kStage2);
+          shard.index.PrefetchBlock(ahead);
+          if (const TagColumn* c = column_of(i + kStage2)) {
+            c->overrides.Prefetch(ahead);
+            internal::PrefetchMembership(c->bitmap, ahead);
+          }
+        }
+        if (i + kStage3 < end) {
+          if (const TagColumn* c = column_of(i + kStage3)) {
+            internal::PrefetchMembershipFinal(c->bitmap, offset_of(i + kStage3));
+          }
+        }
         const Event& ev = events[items[i].index];
         uint32_t offset = static_cast<uint32_t>(ev.user) & mask;
         TagColumn& col = GetOrCreateColumn(shard, items[i].tag);
         // Known users ignore LWW: every set ever received counts, whatever
         // its fate, so '!' does not depend on arrival order.
-        if (ev.op == TagOp::kSet) shard.known.add(offset);
+        if (ev.op == TagOp::kSet) internal::SetMembership(shard.known, offset, true);
         if (ev.ts <= col.base_ts || !col.overrides.Merge(offset, Override{ev.ts, ev.op})) {
           ++result.ignored;  // rule 1 (the base already reflects it) or rule 2 (lost)
           continue;
         }
         ++result.applied;
-        if (ev.op == TagOp::kSet) {
-          if (col.bitmap.addChecked(offset)) shard.index.Add(offset, items[i].tag);
-        } else if (col.bitmap.removeChecked(offset)) {
-          shard.index.Remove(offset, items[i].tag);
+        if (internal::SetMembership(col.bitmap, offset, ev.op == TagOp::kSet)) {
+          if (ev.op == TagOp::kSet) {
+            shard.index.Add(offset, items[i].tag);
+          } else {
+            shard.index.Remove(offset, items[i].tag);
+          }
         }
       }
     }
@@ -421,7 +508,7 @@ class Engine::Impl {
   Timestamp WinningTs(const Shard& shard, uint32_t tag, uint32_t offset) const {
     const TagColumn* col = shard.Column(tag);
     if (!col) return 0;
-    if (const Override* ov = col->overrides.Find(offset)) return ov->ts;
+    if (std::optional<Override> ov = col->overrides.Find(offset)) return ov->ts;
     return col->base_ts;
   }
 

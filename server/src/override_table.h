@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "tagcache/server/engine.h"
@@ -34,14 +35,19 @@ class OverrideTable {
   size_t size() const { return size_; }
   size_t MemoryBytes() const { return capacity_ * sizeof(Slot); }
 
-  // The override held for `offset`, or nullptr.
-  const Override* Find(uint32_t offset) const {
-    if (size_ == 0) return nullptr;
+  // The override held for `offset`, if any.
+  std::optional<Override> Find(uint32_t offset) const {
+    if (size_ == 0) return std::nullopt;
     for (size_t i = Hash(offset) & (capacity_ - 1);; i = (i + 1) & (capacity_ - 1)) {
       const Slot& s = slots_[i];
-      if (!s.used) return nullptr;
-      if (s.offset == offset) return &s.value;
+      if (!s.used) return std::nullopt;
+      if (s.offset == offset) return s.value();
     }
+  }
+
+  // Hint for batched writers: pulls in the slot Merge(offset) probes first.
+  void Prefetch(uint32_t offset) const {
+    if (capacity_ != 0) __builtin_prefetch(&slots_[Hash(offset) & (capacity_ - 1)]);
   }
 
   // Stores `value` for `offset` if it beats the held override (or none is
@@ -53,13 +59,13 @@ class OverrideTable {
       if (!s.used) {
         s.used = true;
         s.offset = offset;
-        s.value = value;
+        s.Set(value);
         ++size_;
         return true;
       }
       if (s.offset == offset) {
-        if (!Beats(value, s.value)) return false;
-        s.value = value;
+        if (!Beats(value, s.value())) return false;
+        s.Set(value);
         return true;
       }
     }
@@ -69,7 +75,7 @@ class OverrideTable {
   template <typename Fn>
   void ForEach(Fn&& fn) const {
     for (size_t i = 0; i < capacity_; ++i) {
-      if (slots_[i].used) fn(slots_[i].offset, slots_[i].value);
+      if (slots_[i].used) fn(slots_[i].offset, slots_[i].value());
     }
   }
 
@@ -84,11 +90,19 @@ class OverrideTable {
   }
 
  private:
+  // 16 bytes: a table is a cache miss per probe, so keep slots small.
   struct Slot {
-    Override value;
+    Timestamp ts = 0;
     uint32_t offset = 0;
+    TagOp op = TagOp::kSet;
     bool used = false;
+    Override value() const { return Override{ts, op}; }
+    void Set(const Override& v) {
+      ts = v.ts;
+      op = v.op;
+    }
   };
+  static_assert(sizeof(Slot) == 16);
   static size_t Hash(uint32_t x) {
     // Fibonacci hashing spreads the dense, sequential offsets of a shard.
     return static_cast<size_t>((static_cast<uint64_t>(x) * 0x9E3779B97F4A7C15ull) >> 32);
@@ -101,7 +115,7 @@ class OverrideTable {
     capacity_ = new_capacity;
     size_ = 0;
     for (size_t i = 0; i < old_capacity; ++i) {
-      if (old[i].used) Merge(old[i].offset, old[i].value);
+      if (old[i].used) Merge(old[i].offset, old[i].value());
     }
   }
 

@@ -1,4 +1,5 @@
 #include "query.h"
+#include "roaring_access.h"
 
 #include <roaring/roaring.h>
 #include <roaring/containers/containers.h>
@@ -152,33 +153,6 @@ class Compiler {
   Plan plan_;
   std::set<std::string> unknown_;
 };
-
-// The container of `bitmap` at `key` with its type code (shared containers
-// unwrapped), or nullptr.
-const void* FindContainer(const Roaring& bitmap, uint16_t key, uint8_t* type) {
-  const roaring_array_t& ra = bitmap.roaring.high_low_container;
-  int32_t lo = 0, hi = ra.size - 1;
-  while (lo <= hi) {
-    int32_t mid = (lo + hi) >> 1;
-    uint16_t k = ra.keys[mid];
-    if (k < key) {
-      lo = mid + 1;
-    } else if (k > key) {
-      hi = mid - 1;
-    } else {
-      const void* c = ra.containers[mid];
-      uint8_t t = ra.typecodes[mid];
-      if (t == SHARED_CONTAINER_TYPE_CODE) {
-        const auto* shared = static_cast<const shared_container_t*>(c);
-        c = shared->container;
-        t = shared->typecode;
-      }
-      *type = t;
-      return c;
-    }
-  }
-  return nullptr;
-}
 
 inline bool TestBit(const uint64_t* words, uint16_t v) { return (words[v >> 6] >> (v & 63)) & 1; }
 inline void SetBit(uint64_t* words, uint16_t v) { words[v >> 6] |= uint64_t{1} << (v & 63); }

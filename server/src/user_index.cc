@@ -9,11 +9,11 @@ namespace {
 // Block sizes in bytes, ~1.5x apart. Slot = (class + 1) << 27 | block index,
 // so 0 means "no tags" and class 30 marks an oversized list kept in huge_.
 constexpr uint32_t kClassBytes[30] = {
-    4,    8,     12,    16,    24,    32,    48,    64,    96,     128,    192,
-    256,  384,   512,   768,   1024,  1536,  2048,  3072,  4096,   6144,   8192,
-    12288, 16384, 24576, 32768, 49152, 65536, 98304, 131072};
-constexpr int kIndexBits = 27;
-constexpr uint32_t kIndexMask = (1u << kIndexBits) - 1;
+    4,   8,   12,  16,  20,  24,  28,   32,   36,   40,   44,   48,   52,   56,   60,
+    64,  96,  128, 192, 256, 384, 512,  768,  1024, 1536, 2048, 3072, 4096, 6144, 8192};
+// Steps of 4 bytes up to 64 because that is where typical lists (10-40 tags,
+// ~1 byte a tag) fall: a coarser step there costs more than the slot itself.
+constexpr uint32_t kIndexMask = (1u << 27) - 1;  // UserIndex::kSlotIndexBits
 constexpr size_t kPageBytes = 64 * 1024;
 
 size_t BlocksPerPage(uint32_t cls) {
@@ -45,7 +45,7 @@ uint32_t& UserIndex::MutableSlot(uint32_t offset) {
 }
 
 void UserIndex::BlockOf(uint32_t slot, uint32_t offset, const uint8_t** data, size_t* size) const {
-  uint32_t cls = (slot >> kIndexBits) - 1;
+  uint32_t cls = (slot >> kSlotIndexBits) - 1;
   if (cls == kHugeClass) {
     const std::vector<uint8_t>& v = huge_.at(offset);
     *data = v.data();
@@ -64,6 +64,7 @@ uint32_t UserIndex::Allocate(uint32_t cls) {
   if (!c.free.empty()) {
     index = c.free.back();
     c.free.pop_back();
+    free_bytes_ -= kClassBytes[cls];
   } else {
     index = c.allocated++;
     size_t per_page = BlocksPerPage(cls);
@@ -73,11 +74,11 @@ uint32_t UserIndex::Allocate(uint32_t cls) {
       memory_bytes_ += bytes;
     }
   }
-  return ((cls + 1) << kIndexBits) | index;
+  return ((cls + 1) << kSlotIndexBits) | index;
 }
 
 void UserIndex::Free(uint32_t slot, uint32_t offset) {
-  uint32_t cls = (slot >> kIndexBits) - 1;
+  uint32_t cls = (slot >> kSlotIndexBits) - 1;
   if (cls == kHugeClass) {
     auto it = huge_.find(offset);
     memory_bytes_ -= it->second.capacity();
@@ -85,41 +86,55 @@ void UserIndex::Free(uint32_t slot, uint32_t offset) {
     return;
   }
   classes_[cls].free.push_back(slot & kIndexMask);
+  free_bytes_ += kClassBytes[cls];
 }
 
-void UserIndex::Decode(uint32_t offset) {
-  scratch_ids_.clear();
-  ForEachTag(offset, [this](uint32_t tag) { scratch_ids_.push_back(tag); });
+namespace {
+
+// One varint of the list at p[i]; advances i.
+inline uint32_t ReadVarint(const uint8_t* p, size_t n, size_t& i) {
+  uint32_t v = 0;
+  for (int shift = 0; i < n; shift += 7) {
+    uint8_t b = p[i++];
+    v |= static_cast<uint32_t>(b & 0x7f) << shift;
+    if (!(b & 0x80)) break;
+  }
+  return v;
 }
 
-void UserIndex::Store(uint32_t offset) {
+// End of the encoded list that starts at p: its terminator or the block end.
+inline size_t UsedBytes(const uint8_t* p, size_t n, size_t from) {
+  while (from < n && p[from] != 0) ReadVarint(p, n, from);
+  return from;
+}
+
+}  // namespace
+
+void UserIndex::Place(uint32_t offset, const uint8_t* bytes, size_t need) {
   uint32_t& slot = MutableSlot(offset);
-  if (scratch_ids_.empty()) {
+  if (need == 0) {
     if (slot != 0) Free(slot, offset);
     slot = 0;
     return;
   }
-  scratch_bytes_.clear();
-  uint32_t prev = 0;
-  for (size_t i = 0; i < scratch_ids_.size(); ++i) {
-    PutVarint(scratch_bytes_, i == 0 ? scratch_ids_[0] + 1 : scratch_ids_[i] - prev);
-    prev = scratch_ids_[i];
-  }
-  size_t need = scratch_bytes_.size();
-  uint32_t cls = 0;
-  while (cls < class_count_ && kClassBytes[cls] < need) ++cls;
-  if (cls == class_count_) cls = kHugeClass;
-  uint32_t old_cls = slot == 0 ? UINT32_MAX : (slot >> kIndexBits) - 1;
-  if (cls == kHugeClass) {
-    if (slot != 0 && old_cls != kHugeClass) Free(slot, offset);
-    std::vector<uint8_t>& v = huge_[offset];
-    memory_bytes_ -= v.capacity();
-    v = scratch_bytes_;
-    memory_bytes_ += v.capacity();
-    slot = (kHugeClass + 1) << kIndexBits;
-    return;
-  }
-  if (old_cls != cls) {
+  uint32_t old_cls = slot == 0 ? UINT32_MAX : (slot >> kSlotIndexBits) - 1;
+  // A list that still fits its block stays unless it shrank below half of
+  // it: without that slack, users that gain and lose a tag now and then
+  // would bounce between neighbouring classes and churn the free lists.
+  bool keep = old_cls < class_count_ && need <= kClassBytes[old_cls] &&
+              (old_cls == 0 || 2 * need > kClassBytes[old_cls]);
+  if (!keep) {
+    uint32_t cls = need <= 64 ? static_cast<uint32_t>((need + 3) / 4 - 1) : 16;
+    while (cls < class_count_ && kClassBytes[cls] < need) ++cls;
+    if (cls >= class_count_) {
+      if (slot != 0 && old_cls != kHugeClass) Free(slot, offset);
+      std::vector<uint8_t>& v = huge_[offset];
+      memory_bytes_ -= v.capacity();
+      v.assign(bytes, bytes + need);
+      memory_bytes_ += v.capacity();
+      slot = (kHugeClass + 1) << kSlotIndexBits;
+      return;
+    }
     if (slot != 0) Free(slot, offset);
     slot = Allocate(cls);
   }
@@ -127,27 +142,126 @@ void UserIndex::Store(uint32_t offset) {
   size_t size;
   BlockOf(slot, offset, &block, &size);
   uint8_t* out = const_cast<uint8_t*>(block);
-  std::memcpy(out, scratch_bytes_.data(), need);
+  std::memmove(out, bytes, need);
   if (need < size) out[need] = 0;  // terminator; a full block needs none
 }
 
+// Add and Remove splice the encoded bytes in one pass: the bytes before the
+// change are kept, at most two varints are rewritten, the rest is copied.
 bool UserIndex::Add(uint32_t offset, uint32_t tag) {
-  Decode(offset);
-  auto it = std::lower_bound(scratch_ids_.begin(), scratch_ids_.end(), tag);
-  if (it != scratch_ids_.end() && *it == tag) return false;
-  scratch_ids_.insert(it, tag);
-  Store(offset);
+  const uint8_t* p = nullptr;
+  size_t n = 0;
+  if (uint32_t slot = SlotOf(offset); slot != 0) BlockOf(slot, offset, &p, &n);
+  size_t i = 0;
+  size_t at = 0;  // where the new tag's varint goes
+  uint32_t prev = 0;
+  bool first = true;
+  bool has_next = false;
+  uint32_t next = 0;
+  while (i < n && p[i] != 0) {
+    at = i;
+    uint32_t v = ReadVarint(p, n, i);
+    uint32_t cur = first ? v - 1 : prev + v;
+    if (cur == tag) return false;
+    if (cur > tag) {
+      has_next = true;
+      next = cur;
+      break;
+    }
+    prev = cur;
+    first = false;
+    at = i;
+  }
+  scratch_bytes_.clear();
+  scratch_bytes_.insert(scratch_bytes_.end(), p, p + at);
+  PutVarint(scratch_bytes_, first ? tag + 1 : tag - prev);
+  if (has_next) {
+    PutVarint(scratch_bytes_, next - tag);
+    scratch_bytes_.insert(scratch_bytes_.end(), p + i, p + UsedBytes(p, n, i));
+  }
+  Place(offset, scratch_bytes_.data(), scratch_bytes_.size());
+  MaybeCompact();
   return true;
 }
 
 bool UserIndex::Remove(uint32_t offset, uint32_t tag) {
-  if (SlotOf(offset) == 0) return false;
-  Decode(offset);
-  auto it = std::lower_bound(scratch_ids_.begin(), scratch_ids_.end(), tag);
-  if (it == scratch_ids_.end() || *it != tag) return false;
-  scratch_ids_.erase(it);
-  Store(offset);
-  return true;
+  uint32_t slot = SlotOf(offset);
+  if (slot == 0) return false;
+  const uint8_t* p;
+  size_t n;
+  BlockOf(slot, offset, &p, &n);
+  size_t i = 0;
+  uint32_t prev = 0;
+  bool first = true;
+  while (i < n && p[i] != 0) {
+    size_t at = i;
+    uint32_t v = ReadVarint(p, n, i);
+    uint32_t cur = first ? v - 1 : prev + v;
+    if (cur > tag) return false;
+    if (cur == tag) {
+      // The follower's varint absorbs the removed one: deltas add up, and a
+      // removed first entry (stored as id + 1) hands on its +1 the same way.
+      scratch_bytes_.clear();
+      scratch_bytes_.insert(scratch_bytes_.end(), p, p + at);
+      if (i < n && p[i] != 0) {
+        uint32_t follower = ReadVarint(p, n, i);
+        PutVarint(scratch_bytes_, v + follower);
+        scratch_bytes_.insert(scratch_bytes_.end(), p + i, p + UsedBytes(p, n, i));
+      }
+      Place(offset, scratch_bytes_.data(), scratch_bytes_.size());
+      return true;
+    }
+    prev = cur;
+    first = false;
+  }
+  return false;
+}
+
+void UserIndex::MaybeCompact() {
+  // A bulk load grows every user through every class in turn, leaving each
+  // class's peak allocated; once outgrown blocks dominate, repack.
+  constexpr size_t kMinFreeBytes = 256 << 10;
+  size_t live = 0;
+  if (free_bytes_ < kMinFreeBytes) return;
+  for (uint32_t cls = 0; cls < class_count_; ++cls) {
+    live += size_t(classes_[cls].allocated - classes_[cls].free.size()) * kClassBytes[cls];
+  }
+  if (free_bytes_ * 4 > live) Compact();
+}
+
+void UserIndex::Compact() {
+  SizeClass fresh[kHugeClass];
+  for (size_t chunk = 0; chunk < chunks_.size(); ++chunk) {
+    if (!chunks_[chunk]) continue;
+    uint32_t* slots = chunks_[chunk].get();
+    for (size_t i = 0; i < (size_t{1} << kChunkBits); ++i) {
+      uint32_t slot = slots[i];
+      if (slot == 0) continue;
+      uint32_t cls = (slot >> kSlotIndexBits) - 1;
+      if (cls == kHugeClass) continue;
+      const uint8_t* from;
+      size_t size;
+      BlockOf(slot, static_cast<uint32_t>((chunk << kChunkBits) | i), &from, &size);
+      SizeClass& c = fresh[cls];
+      uint32_t index = c.allocated++;
+      size_t per_page = BlocksPerPage(cls);
+      if (index / per_page >= c.pages.size()) {
+        c.pages.push_back(std::make_unique<uint8_t[]>(per_page * kClassBytes[cls]));
+      }
+      std::memcpy(c.pages[index / per_page].get() + (index % per_page) * kClassBytes[cls], from,
+                  size);
+      slots[i] = ((cls + 1) << kSlotIndexBits) | index;
+    }
+  }
+  size_t bytes = 0;
+  for (const auto& chunk : chunks_) bytes += chunk ? sizeof(uint32_t) << kChunkBits : 0;
+  for (const auto& [offset, list] : huge_) bytes += list.capacity();
+  for (uint32_t cls = 0; cls < kHugeClass; ++cls) {
+    classes_[cls] = std::move(fresh[cls]);
+    bytes += classes_[cls].pages.size() * BlocksPerPage(cls) * kClassBytes[cls];
+  }
+  memory_bytes_ = bytes;
+  free_bytes_ = 0;
 }
 
 }  // namespace tagcache::internal
