@@ -203,6 +203,49 @@ uint32_t UnionArrays(const uint16_t* a, uint32_t na, const uint16_t* b, uint32_t
   return n;
 }
 
+// How many of values[0, n) are set in `words`.
+uint64_t CountInBitset(const uint16_t* values, uint32_t n, const uint64_t* words) {
+  uint64_t c = 0;
+  for (uint32_t i = 0; i < n; ++i) c += TestBit(words, values[i]);
+  return c;
+}
+
+// |a ∩ b| of sorted arrays. When one is much smaller, each of its values is
+// found in the other by galloping, instead of walking both.
+uint64_t ArrayIntersectCount(const uint16_t* a, uint32_t na, const uint16_t* b, uint32_t nb) {
+  if (na > nb) return ArrayIntersectCount(b, nb, a, na);
+  uint64_t c = 0;
+  if (na * 32 < nb) {
+    uint32_t lo = 0;
+    for (uint32_t i = 0; i < na && lo < nb; ++i) {
+      const uint16_t x = a[i];
+      uint32_t reach = 1;  // b[lo + reach / 2] < x once reach > 1
+      while (lo + reach < nb && b[lo + reach] < x) reach *= 2;
+      const uint16_t* from = b + lo + reach / 2;
+      const uint16_t* to = b + std::min(lo + reach + 1, nb);
+      lo = static_cast<uint32_t>(std::lower_bound(from, to, x) - b);
+      if (lo < nb && b[lo] == x) {
+        ++c;
+        ++lo;
+      }
+    }
+    return c;
+  }
+  uint32_t i = 0, j = 0;
+  while (i < na && j < nb) {
+    if (a[i] < b[j]) {
+      ++i;
+    } else if (a[i] > b[j]) {
+      ++j;
+    } else {
+      ++c;
+      ++i;
+      ++j;
+    }
+  }
+  return c;
+}
+
 Operand Empty() { return Operand{}; }
 Operand CountOnly(uint64_t c) {
   Operand op;
@@ -352,8 +395,26 @@ Operand Evaluator::EvalAnd(const Shard& shard, const PlanNode& node, uint16_t ke
         }
         // Distinct depths keep run expansions from overwriting each other.
         ops[n] = Eval(shard, c, key, child_depth + static_cast<int>(n), false);
-        if (ops[n].kind != Operand::Kind::kBitset || ops[n].scratch) all_leaf_bitsets = false;
         if (n < 2 && ops[n].kind == Operand::Kind::kEmpty) return CountOnly(0);
+        // |a & b & ~c| for a small array c: |a & b| minus the c values in both.
+        if (n == 2 && all_leaf_bitsets && ops[2].kind == Operand::Kind::kArray &&
+            ops[2].n > 64) {
+          // A larger array: spread it into this level's (unused) bitset and
+          // count in one vectorised three-way pass, cheaper than ~2 random
+          // bit tests per value.
+          uint64_t* mask = Words(depth);
+          std::memset(mask, 0, kBitsetWords * sizeof(uint64_t));
+          for (uint32_t i = 0; i < ops[2].n; ++i) SetBit(mask, ops[2].values[i]);
+          return CountOnly(k_.and_and_not_count(ops[0].words, ops[1].words, mask));
+        }
+        if (n == 2 && all_leaf_bitsets && ops[2].kind != Operand::Kind::kBitset) {
+          uint64_t both = k_.and_count(ops[0].words, ops[1].words);
+          for (uint32_t i = 0; i < ops[2].n; ++i) {
+            both -= TestBit(ops[0].words, ops[2].values[i]) & TestBit(ops[1].words, ops[2].values[i]);
+          }
+          return CountOnly(both);
+        }
+        if (ops[n].kind != Operand::Kind::kBitset || ops[n].scratch) all_leaf_bitsets = false;
         ++n;
       }
       if (!all_leaf_bitsets) break;
@@ -397,19 +458,18 @@ Operand Evaluator::EvalAnd(const Shard& shard, const PlanNode& node, uint16_t ke
       if (last) return CountOnly(k_.and_count(acc.words, op.words));
       k_.and_into(acc_words, acc.words, op.words);
       acc = BitsetOp(acc_words, true);
-    } else if (acc.kind == Operand::Kind::kBitset) {  // op is an array
+    } else if (acc.kind != op.kind) {  // one bitset, one array: test the array's bits
+      const Operand& bits = acc.kind == Operand::Kind::kBitset ? acc : op;
+      const Operand& arr = acc.kind == Operand::Kind::kBitset ? op : acc;
+      if (last) return CountOnly(CountInBitset(arr.values, arr.n, bits.words));
       uint32_t n = 0;
-      for (uint32_t i = 0; i < op.n; ++i) {
-        if (TestBit(acc.words, op.values[i])) acc_values[n++] = op.values[i];
-      }
-      acc = ArrayOp(acc_values, n, true);
-    } else if (op.kind == Operand::Kind::kBitset) {  // acc is an array
-      uint32_t n = 0;
-      for (uint32_t i = 0; i < acc.n; ++i) {
-        if (TestBit(op.words, acc.values[i])) acc_values[n++] = acc.values[i];
+      for (uint32_t i = 0; i < arr.n; ++i) {
+        acc_values[n] = arr.values[i];
+        n += TestBit(bits.words, arr.values[i]);  // branch-free: half of these are coin flips
       }
       acc = ArrayOp(acc_values, n, true);
     } else {
+      if (last) return CountOnly(ArrayIntersectCount(acc.values, acc.n, op.values, op.n));
       uint32_t n = IntersectArrays(acc.values, acc.n, op.values, op.n, acc_values);
       acc = ArrayOp(acc_values, n, true);
     }
@@ -425,18 +485,24 @@ Operand Evaluator::EvalAnd(const Shard& shard, const PlanNode& node, uint16_t ke
       k_.and_not_into(acc_words, acc.words, op.words);
       acc = BitsetOp(acc_words, true);
     } else if (acc.kind == Operand::Kind::kBitset) {  // op is an array
+      if (last) {  // |acc - op| = |acc| - |acc ∩ op|, with no 8 KiB copy
+        return CountOnly(k_.count(acc.words) - CountInBitset(op.values, op.n, acc.words));
+      }
       if (acc.words != acc_words) {
         std::memcpy(acc_words, acc.words, kBitsetWords * sizeof(uint64_t));
         acc = BitsetOp(acc_words, true);
       }
       for (uint32_t i = 0; i < op.n; ++i) ClearBit(acc_words, op.values[i]);
     } else if (op.kind == Operand::Kind::kBitset) {  // acc is an array
+      if (last) return CountOnly(acc.n - CountInBitset(acc.values, acc.n, op.words));
       uint32_t n = 0;
       for (uint32_t i = 0; i < acc.n; ++i) {
-        if (!TestBit(op.words, acc.values[i])) acc_values[n++] = acc.values[i];
+        acc_values[n] = acc.values[i];
+        n += !TestBit(op.words, acc.values[i]);
       }
       acc = ArrayOp(acc_values, n, true);
     } else {
+      if (last) return CountOnly(acc.n - ArrayIntersectCount(acc.values, acc.n, op.values, op.n));
       uint32_t n = DifferenceArrays(acc.values, acc.n, op.values, op.n, acc_values);
       acc = ArrayOp(acc_values, n, true);
     }
@@ -527,25 +593,11 @@ uint64_t Evaluator::IntersectCount(const Operand& a, const Roaring& bitmap, uint
     return k_.and_count(a.words, b.words);
   }
   if (a.kind == Operand::Kind::kArray && b.kind == Operand::Kind::kArray) {
-    uint32_t i = 0, j = 0, n = 0;
-    while (i < a.n && j < b.n) {
-      if (a.values[i] < b.values[j]) {
-        ++i;
-      } else if (a.values[i] > b.values[j]) {
-        ++j;
-      } else {
-        ++n;
-        ++i;
-        ++j;
-      }
-    }
-    return n;
+    return ArrayIntersectCount(a.values, a.n, b.values, b.n);
   }
   const Operand& arr = a.kind == Operand::Kind::kArray ? a : b;
   const Operand& bits = a.kind == Operand::Kind::kArray ? b : a;
-  uint64_t n = 0;
-  for (uint32_t i = 0; i < arr.n; ++i) n += TestBit(bits.words, arr.values[i]);
-  return n;
+  return CountInBitset(arr.values, arr.n, bits.words);
 }
 
 }  // namespace tagcache::internal

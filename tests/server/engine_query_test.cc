@@ -525,5 +525,46 @@ TEST_F(MixedContainersTest, TopTagsMatchReference) {
   }
 }
 
+// Within one container, a tiny array against a large one takes the galloping
+// intersection; a bitset against an array the bit-test path; each count must
+// match the sets, for and, and-not and top-tags alike.
+TEST(EngineSkewedContainersTest, CountsOfSkewedArraysAndBitsetsMatchSets) {
+  Engine engine(TestOptions(20));
+  std::mt19937 rng(11);
+  std::set<UserId> tiny, large, dense;
+  for (int i = 0; i < 12; ++i) tiny.insert(rng() % 65536);
+  for (int i = 0; i < 3000; ++i) large.insert(rng() % 65536);
+  for (int i = 0; i < 30000; ++i) dense.insert(rng() % 65536);
+  for (UserId u : tiny) {  // about half of the tiny tag is in the large one
+    if (rng() % 2) {
+      large.insert(u);
+    } else {
+      large.erase(u);
+    }
+  }
+  std::vector<UserId> t(tiny.begin(), tiny.end()), l(large.begin(), large.end()),
+      d(dense.begin(), dense.end());
+  ASSERT_TRUE(engine.ApplyFullSnapshot("tiny", 1, t).ok());
+  ASSERT_TRUE(engine.ApplyFullSnapshot("large", 1, l).ok());
+  ASSERT_TRUE(engine.ApplyFullSnapshot("dense", 1, d).ok());
+  auto inter = [](const std::set<UserId>& a, const std::set<UserId>& b) {
+    uint64_t n = 0;
+    for (UserId u : a) n += b.count(u);
+    return n;
+  };
+  EXPECT_EQ(*engine.Count("tiny & large"), inter(tiny, large));
+  EXPECT_EQ(*engine.Count("large & tiny"), inter(tiny, large));
+  EXPECT_EQ(*engine.Count("tiny - large"), tiny.size() - inter(tiny, large));
+  EXPECT_EQ(*engine.Count("large & dense"), inter(large, dense));
+  EXPECT_EQ(*engine.Count("dense - large"), dense.size() - inter(large, dense));
+  EXPECT_EQ(*engine.Count("large - dense"), large.size() - inter(large, dense));
+  auto top = engine.TopTags("tiny", 3);
+  ASSERT_TRUE(top.ok());
+  for (const TagCount& tc : *top) {
+    const std::set<UserId>& other = tc.tag == "large" ? large : tc.tag == "dense" ? dense : tiny;
+    EXPECT_EQ(tc.count, inter(tiny, other)) << tc.tag;
+  }
+}
+
 }  // namespace
 }  // namespace tagcache::test
