@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
     tagcache::Engine engine;
     auto start = std::chrono::steady_clock::now();
     std::vector<std::string> tags;
+    std::vector<size_t> sizes;
     uint64_t values = 0;
     for (const auto& file : files) {
       std::string error;
@@ -71,7 +72,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "%s\n", error.c_str());
         return 1;
       }
-      std::string tag = dir.filename().string() + "." + file.stem().string();
+      std::string tag = file.stem().string();  // e.g. census1881.csv17
       tagcache::Status s = engine.ApplyFullSnapshot(tag, 1, ids);
       if (!s.ok()) {
         std::fprintf(stderr, "loading %s: %s\n", file.c_str(), s.ToString().c_str());
@@ -79,16 +80,21 @@ int main(int argc, char** argv) {
       }
       values += ids.size();
       tags.push_back(tag);
+      sizes.push_back(ids.size());
     }
+    // Query the largest audiences: the tiny ones make dull counts.
+    std::vector<size_t> order(tags.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return sizes[x] > sizes[y]; });
     tagcache::EngineStats stats = engine.Stats();
     std::printf("== %s: %zu tags, %llu memberships, %llu users, loaded in %.1f ms, %llu bytes\n",
                 dir.filename().c_str(), tags.size(), static_cast<unsigned long long>(values),
                 static_cast<unsigned long long>(stats.known_users), MsSince(start),
                 static_cast<unsigned long long>(stats.memory.total()));
-    const std::string& t0 = tags[0];
-    const std::string& t1 = tags[tags.size() / 3];
-    const std::string& t2 = tags[tags.size() / 2];
-    const std::string& t3 = tags.back();
+    const std::string& t0 = tags[order[0]];
+    const std::string& t1 = tags[order[1]];
+    const std::string& t2 = tags[order[2]];
+    const std::string& t3 = tags[order[3]];
     std::vector<std::string> queries = {
         t0 + " | " + t1, t0 + " & " + t1, "(" + t0 + " | " + t1 + ") - " + t2,
         "!" + t3, "(" + t1 + " | " + t2 + " | " + t3 + ") & !" + t0};
