@@ -158,21 +158,28 @@ inline bool TestBit(const uint64_t* words, uint16_t v) { return (words[v >> 6] >
 inline void SetBit(uint64_t* words, uint16_t v) { words[v >> 6] |= uint64_t{1} << (v & 63); }
 inline void ClearBit(uint64_t* words, uint16_t v) { words[v >> 6] &= ~(uint64_t{1} << (v & 63)); }
 
-// Sorted-array intersection into `out` (may alias `a`); returns the size.
-uint32_t IntersectArrays(const uint16_t* a, uint32_t na, const uint16_t* b, uint32_t nb,
-                         uint16_t* out) {
-  uint32_t i = 0, j = 0, n = 0;
+// Walks two sorted arrays in step and calls emit(value) for each common one.
+template <typename Emit>
+void ForEachCommon(const uint16_t* a, uint32_t na, const uint16_t* b, uint32_t nb, Emit&& emit) {
+  uint32_t i = 0, j = 0;
   while (i < na && j < nb) {
     if (a[i] < b[j]) {
       ++i;
     } else if (a[i] > b[j]) {
       ++j;
     } else {
-      out[n++] = a[i];
+      emit(a[i]);
       ++i;
       ++j;
     }
   }
+}
+
+// Sorted-array intersection into `out` (may alias `a`); returns the size.
+uint32_t IntersectArrays(const uint16_t* a, uint32_t na, const uint16_t* b, uint32_t nb,
+                         uint16_t* out) {
+  uint32_t n = 0;
+  ForEachCommon(a, na, b, nb, [&](uint16_t v) { out[n++] = v; });
   return n;
 }
 
@@ -231,18 +238,7 @@ uint64_t ArrayIntersectCount(const uint16_t* a, uint32_t na, const uint16_t* b, 
     }
     return c;
   }
-  uint32_t i = 0, j = 0;
-  while (i < na && j < nb) {
-    if (a[i] < b[j]) {
-      ++i;
-    } else if (a[i] > b[j]) {
-      ++j;
-    } else {
-      ++c;
-      ++i;
-      ++j;
-    }
-  }
+  ForEachCommon(a, na, b, nb, [&](uint16_t) { ++c; });
   return c;
 }
 
