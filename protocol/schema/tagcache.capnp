@@ -1,0 +1,196 @@
+# tagcache wire protocol: the body of every frame is one Cap'n Proto message
+# whose root is a Request (client -> node) or a Response (node -> client).
+# docs/PROTOCOL.md is the normative description; numbers here are part of
+# the protocol: never renumber, only append.
+@0xbf74ef5c88adea98;
+
+$import "/capnp/c++.capnp".namespace("tagcache::wire");
+
+enum Status {
+  ok @0;
+  badRequest @1;
+  unknownTag @2;
+  staleSnapshot @3;
+  wrongNode @4;
+  overloaded @5;
+  unauthorized @6;
+  unsupportedVersion @7;
+  internal @8;
+  incomplete @9;
+  ioError @10;
+  futureTimestamp @11;
+}
+
+enum TagOp {
+  set @0;
+  clear @1;
+}
+
+struct Event {
+  user @0 :UInt64;
+  tag @1 :Text;
+  op @2 :TagOp;
+  ts @3 :UInt64;
+}
+
+struct TagHit {
+  tag @0 :Text;
+  ts @1 :UInt64;          # 0 unless the request asked for timestamps
+}
+
+struct UserTags {
+  user @0 :UInt64;
+  tags @1 :List(TagHit);
+}
+
+struct TagCount {
+  tag @0 :Text;
+  count @1 :UInt64;
+}
+
+struct ShardBitmap {
+  shard @0 :UInt64;
+  cardinality @1 :UInt64;
+  bitmap @2 :Data;        # Roaring portable serialization of the shard's offsets
+}
+
+struct Request {
+  id @0 :UInt64;          # echoed in the response; chosen by the client
+  union {
+    hello @1 :Hello;
+    ping @2 :Void;
+    getTags @3 :GetTags;
+    hasTags @4 :HasTags;
+    getTagsBatch @5 :GetTagsBatch;
+    count @6 :Count;
+    audience @7 :Audience;
+    audienceBitmaps @8 :AudienceBitmaps;
+    topTags @9 :TopTags;
+    applyEvents @10 :ApplyEvents;
+    loadSnapshot @11 :LoadSnapshot;
+    commitSnapshot @12 :CommitSnapshot;
+    stats @13 :Void;
+  }
+
+  struct Hello {
+    version @0 :UInt16;   # protocol version the client speaks
+    client @1 :Text;      # free-form client name, for logs
+    token @2 :Text;       # credentials, once auth exists
+  }
+  struct GetTags {
+    user @0 :UInt64;
+    withTs @1 :Bool;
+  }
+  struct HasTags {
+    user @0 :UInt64;
+    tags @1 :List(Text);
+  }
+  struct GetTagsBatch {
+    users @0 :List(UInt64);
+    withTs @1 :Bool;
+  }
+  struct Count {
+    expr @0 :Text;
+  }
+  struct Audience {
+    expr @0 :Text;
+    cursor @1 :UInt64;
+    limit @2 :UInt32;
+  }
+  struct AudienceBitmaps {
+    expr @0 :Text;
+  }
+  struct TopTags {
+    expr @0 :Text;
+    k @1 :UInt32;
+  }
+  struct ApplyEvents {
+    events @0 :List(Event);
+  }
+  struct LoadSnapshot {
+    tag @0 :Text;
+    ts @1 :UInt64;
+    shard @2 :UInt64;
+    bitmap @3 :Data;      # Roaring portable serialization of the members' offsets
+  }
+  struct CommitSnapshot {
+    tag @0 :Text;
+    ts @1 :UInt64;
+    shards @2 :List(UInt64);  # the shards this snapshot carried members for
+  }
+}
+
+struct Response {
+  id @0 :UInt64;          # the request's id (0 when the request could not be read)
+  status @1 :Status;
+  message @2 :Text;       # human-readable; empty when status is ok
+  union {
+    none @3 :Void;        # errors, and requests with nothing to return
+    hello @4 :HelloReply;
+    getTags @5 :List(TagHit);
+    hasTags @6 :List(Bool);
+    getTagsBatch @7 :List(UserTags);
+    count @8 :UInt64;
+    audience @9 :AudiencePage;
+    audienceBitmaps @10 :List(ShardBitmap);
+    topTags @11 :List(TagCount);
+    applyEvents @12 :ApplyEventsReply;
+    loadSnapshot @13 :LoadSnapshotReply;
+    commitSnapshot @14 :CommitSnapshotReply;
+    stats @15 :StatsReply;
+  }
+
+  struct HelloReply {
+    version @0 :UInt16;
+    node @1 :Text;
+    shardBits @2 :UInt8;
+    maxFrameBytes @3 :UInt32;
+  }
+  struct AudiencePage {
+    users @0 :List(UInt64);
+    hasMore @1 :Bool;
+    nextCursor @2 :UInt64;  # meaningful when hasMore
+  }
+  struct ApplyEventsReply {
+    applied @0 :UInt64;
+    ignored @1 :UInt64;
+  }
+  struct LoadSnapshotReply {
+    outcome @0 :Outcome;
+    enum Outcome {
+      applied @0;
+      duplicate @1;
+      tieWon @2;
+      tieLost @3;
+    }
+  }
+  struct CommitSnapshotReply {
+    shardsEmptied @0 :UInt64;
+    missingShards @1 :List(UInt64);
+  }
+  struct StatsReply {
+    shards @0 :UInt64;
+    tags @1 :UInt64;
+    knownUsers @2 :UInt64;
+    assignments @3 :UInt64;
+    bitmapBytes @4 :UInt64;
+    overrideBytes @5 :UInt64;
+    indexBytes @6 :UInt64;
+    knownBytes @7 :UInt64;
+    requests @8 :List(KindStats);
+    connections @9 :UInt64;
+    eventsApplied @10 :UInt64;
+    eventsIgnored @11 :UInt64;
+    writesRefusedFuture @12 :UInt64;
+    snapshotsApplied @13 :UInt64;
+    snapshotsStale @14 :UInt64;
+    snapshotTies @15 :UInt64;
+  }
+  struct KindStats {
+    kind @0 :Text;        # e.g. "getTags"
+    count @1 :UInt64;
+    errors @2 :UInt64;
+    p50Micros @3 :UInt64;
+    p99Micros @4 :UInt64;
+  }
+}

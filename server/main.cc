@@ -1,0 +1,158 @@
+// tagcache-server: one tagcache node on TCP. Parses flags, sets up logging,
+// creates the data directory, starts a net::Node and serves until SIGINT or
+// SIGTERM, then drains and exits 0. State is in RAM only for now.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include "tagcache/net/node.h"
+#include "tagcache/protocol/frame.h"
+
+namespace {
+
+// Splits "HOST:PORT" or "[IPV6]:PORT". Empty string on success, else an error.
+std::string ParseListen(const std::string& text, std::string& host, uint16_t& port) {
+  std::string port_text;
+  if (!text.empty() && text.front() == '[') {
+    const size_t close = text.find("]:");
+    if (close == std::string::npos) return "expected [IPV6]:PORT, got '" + text + "'";
+    host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string::npos || colon == 0) return "expected HOST:PORT, got '" + text + "'";
+    host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+  }
+  if (port_text.empty() || port_text.size() > 5 ||
+      port_text.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port_text) > 65535) {
+    return "bad port in '" + text + "'";
+  }
+  port = static_cast<uint16_t>(std::stoul(port_text));
+  return "";
+}
+
+// Writes `port` to `path` through a temporary file and a rename, so a reader
+// never sees a partial file.
+bool WritePortFile(const std::string& path, uint16_t port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << port << "\n";
+    out.flush();
+    if (!out) return false;
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  return !ec;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  tagcache::net::NodeOptions options;
+  std::string listen = "127.0.0.1:7379";
+  std::string data_dir = "./data";
+  std::string log_level = "info";
+  std::string port_file;
+  int64_t hello_timeout_ms = options.hello_timeout.count();
+  int64_t write_timeout_ms = options.write_timeout.count();
+  int64_t shutdown_grace_ms = options.shutdown_grace.count();
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  options.workers = static_cast<int>(cores);
+  options.io_threads = static_cast<int>(cores);
+
+  CLI::App app{
+      "tagcache-server: a tagcache node. Serves tag bitmaps over TCP (protocol v1).\n"
+      "State is kept in RAM only: nothing is written to --data-dir yet (durability\n"
+      "comes in a later release), so a restarted node starts empty."};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--listen", listen,
+                 "Address to listen on, HOST:PORT or [IPV6]:PORT (port 0: any)");
+  app.add_option("--data-dir", data_dir, "Data directory (created if missing; unused for now)");
+  app.add_option("--workers", options.workers, "Worker threads for heavy requests (default: cores)")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--io-threads", options.io_threads,
+                 "Event-loop threads serving connections (default: cores)")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--shard-bits", options.engine.shard_bits, "log2 of the users per shard")
+      ->check(CLI::Range(8, 26));
+  app.add_option("--max-future-ms", options.engine.max_future_ms,
+                 "Refuse writes stamped more than this far ahead of the clock (0: no check)");
+  app.add_option("--max-frame-bytes", options.max_frame_bytes,
+                 "Largest request frame body accepted after the hello")
+      ->check(CLI::Range(tagcache::protocol::kPreHelloMaxFrameBytes, uint32_t{1} << 30));
+  app.add_option("--max-inflight", options.max_inflight,
+                 "Requests executing at once per connection before reading pauses")
+      ->check(CLI::Range(1u, 1u << 20));
+  app.add_option("--max-output-bytes", options.max_output_bytes,
+                 "Unsent response bytes per connection before reading pauses")
+      ->check(CLI::Range(size_t{64} << 10, size_t{1} << 40));
+  app.add_option("--max-connections", options.max_connections,
+                 "Connections served at once; more are answered OVERLOADED and closed")
+      ->check(CLI::Range(1u, 1'000'000u));
+  app.add_option("--hello-timeout-ms", hello_timeout_ms,
+                 "Close connections without a hello by then")
+      ->check(CLI::Range(int64_t{1}, int64_t{3'600'000}));
+  app.add_option("--write-timeout-ms", write_timeout_ms,
+                 "Close connections that read none of their pending responses for this long")
+      ->check(CLI::Range(int64_t{1}, int64_t{3'600'000}));
+  app.add_option("--shutdown-grace-ms", shutdown_grace_ms,
+                 "On SIGINT/SIGTERM, how long in-flight requests may take to finish")
+      ->check(CLI::Range(int64_t{0}, int64_t{3'600'000}));
+  app.add_option("--node-name", options.node_name,
+                 "Name reported in hello replies (default: HOST:PORT)");
+  app.add_option("--log-level", log_level, "Log level")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_option("--port-file", port_file, "Write the bound port to this file once listening");
+  CLI11_PARSE(app, argc, argv);
+
+  // Logs go to stderr: stdout carries only the "listening" line.
+  auto logger = spdlog::stderr_color_mt("tagcache-server");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ [%t] %v");
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  std::string listen_error = ParseListen(listen, options.listen_host, options.listen_port);
+  if (!listen_error.empty()) {
+    spdlog::error("--listen: {}", listen_error);
+    return 2;
+  }
+  options.hello_timeout = std::chrono::milliseconds(hello_timeout_ms);
+  options.write_timeout = std::chrono::milliseconds(write_timeout_ms);
+  options.shutdown_grace = std::chrono::milliseconds(shutdown_grace_ms);
+  options.engine.query_threads = static_cast<int>(cores);
+  options.stop_on_signals = true;
+
+  std::error_code ec;
+  std::filesystem::create_directories(data_dir, ec);
+  if (ec) {
+    spdlog::error("cannot create --data-dir {}: {}", data_dir, ec.message());
+    return 1;
+  }
+  spdlog::info("data directory {} (unused: this version keeps all state in RAM)", data_dir);
+
+  tagcache::net::Node node(std::move(options));
+  tagcache::Status status = node.Start();
+  if (!status.ok()) {
+    spdlog::error("{}", status.ToString());
+    return 1;
+  }
+  if (!port_file.empty() && !WritePortFile(port_file, node.port())) {
+    spdlog::error("cannot write --port-file {}: {}", port_file, std::strerror(errno));
+    return 1;
+  }
+  std::cout << "tagcache-server listening on " << node.listen_address() << std::endl;
+  node.Run();
+  return 0;
+}

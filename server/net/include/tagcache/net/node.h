@@ -1,0 +1,101 @@
+// The network node: serves one Engine over TCP with the tagcache wire
+// protocol (tagcache/protocol/frame.h, docs/PROTOCOL.md). It accepts
+// connections, reads pipelined request frames, answers cheap point lookups
+// on its IO threads and runs heavy queries and writes on a worker pool.
+// Asio stays behind this header: callers see options, Start, Run and Stop.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "tagcache/common/status.h"
+#include "tagcache/protocol/frame.h"
+#include "tagcache/server/engine.h"
+
+namespace tagcache::net {
+
+struct NodeOptions {
+  // Address to listen on: a numeric address or a host name. Port 0 picks a
+  // free port (read it back with Node::port()). Default: 127.0.0.1:7379.
+  std::string listen_host = "127.0.0.1";
+  uint16_t listen_port = 7379;
+  // Name the node reports in HelloReply. Default (empty): "HOST:PORT" as bound.
+  std::string node_name;
+  // Threads that run connections (each owns an event loop; a connection
+  // stays on one). 0 means std::thread::hardware_concurrency(). Default: 0.
+  int io_threads = 0;
+  // Threads of the worker pool for heavy requests (audience queries,
+  // writes, snapshots, stats). 0 means hardware_concurrency(). Default: 0.
+  int workers = 0;
+  // Engine configuration (shard_bits, query threads, future-timestamp bound).
+  EngineOptions engine;
+  // Largest frame body accepted after the hello. Default: 64 MiB.
+  uint32_t max_frame_bytes = protocol::kDefaultMaxFrameBytes;
+  // Requests of one connection executing or queued at once; when reached,
+  // the node stops reading that connection until responses drain. Default: 256.
+  uint32_t max_inflight = 256;
+  // Response bytes a connection may hold unsent; above it the node stops
+  // reading that connection. Default: 64 MiB.
+  size_t max_output_bytes = size_t{64} << 20;
+  // Connections served at once; one more is answered OVERLOADED and closed.
+  // Default: 10,000.
+  uint32_t max_connections = 10'000;
+  // A connection that sends no valid hello within this time is closed. Default: 10 s.
+  std::chrono::milliseconds hello_timeout{10'000};
+  // A connection with unsent output that makes no write progress for this
+  // long is closed (a client that never reads its responses). Default: 30 s.
+  std::chrono::milliseconds write_timeout{30'000};
+  // On Stop(): how long in-flight requests may take to finish and flush
+  // before the remaining connections are closed. Default: 5 s.
+  std::chrono::milliseconds shutdown_grace{5'000};
+  // When true, SIGINT and SIGTERM call Stop(). Default: false (tests).
+  bool stop_on_signals = false;
+};
+
+// A node owns its Engine, its event loops, the listening socket and the
+// worker pool. Not copyable or movable.
+//
+// Lifecycle: construct, Start() (binds and listens), Run() (blocks until a
+// Stop() completes), destroy. Stop() may be called from any thread, at any
+// time after construction, any number of times.
+class Node {
+ public:
+  explicit Node(NodeOptions options);
+  // REQUIRES: Run() has returned, or was never called.
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // Resolves the listen address, binds and listens, and starts accepting
+  // (connections are served once Run() runs). IO_ERROR naming the address
+  // when it cannot listen. REQUIRES: called once, before Run().
+  Status Start();
+
+  // The bound port and "HOST:PORT" (IPv6 hosts in brackets). Valid after a
+  // successful Start().
+  uint16_t port() const;
+  std::string listen_address() const;
+
+  // Serves until Stop() has drained every connection (or the shutdown grace
+  // ran out), then returns. Runs one event loop on the calling thread and
+  // the others on threads of its own. REQUIRES: Start() succeeded.
+  void Run();
+
+  // Graceful shutdown: stop accepting, stop reading new requests, let
+  // in-flight requests finish and their responses flush (bounded by
+  // shutdown_grace), then close. Returns at once; Run() returns when done.
+  // Thread-safe.
+  void Stop();
+
+  // The node's engine (thread-safe; tests and tools may write to it directly).
+  Engine& engine();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tagcache::net

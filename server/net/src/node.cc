@@ -1,0 +1,246 @@
+// Threads: `io_threads` event loops (one io_context and one thread each; a
+// connection lives on one loop, so its state needs no locks), a worker
+// thread_pool for heavy requests, and the engine's own query helpers.
+// Loop 0 also runs the acceptor and the signal handler; it hands accepted
+// sockets to the loops round-robin.
+#include "tagcache/net/node.h"
+
+#include <pthread.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <csignal>
+#include <exception>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "connection.h"
+#include "loop.h"
+#include "service.h"
+
+namespace tagcache::net {
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+
+size_t ThreadsOr(int requested) {
+  if (requested > 0) return static_cast<size_t>(requested);
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::string FormatEndpoint(const tcp::endpoint& ep) {
+  std::string host = ep.address().to_string();
+  if (ep.address().is_v6()) host = "[" + host + "]";
+  return host + ":" + std::to_string(ep.port());
+}
+
+ServiceLimits LimitsOf(const NodeOptions& o) {
+  ServiceLimits limits;
+  limits.max_frame_bytes = std::max(o.max_frame_bytes, protocol::kPreHelloMaxFrameBytes);
+  limits.max_inflight = std::max<uint32_t>(o.max_inflight, 1);
+  limits.max_output_bytes = o.max_output_bytes;
+  limits.max_connections = std::max<uint32_t>(o.max_connections, 1);
+  limits.hello_timeout = o.hello_timeout;
+  limits.write_timeout = o.write_timeout;
+  return limits;
+}
+
+}  // namespace
+
+class Node::Impl {
+ public:
+  explicit Impl(NodeOptions options)
+      : options_(std::move(options)),
+        engine_(options_.engine),
+        service_(engine_, LimitsOf(options_), options_.node_name, ThreadsOr(options_.io_threads)),
+        pool_(ThreadsOr(options_.workers)) {
+    const size_t n = ThreadsOr(options_.io_threads);
+    loops_.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      loops_.push_back(std::make_unique<Loop>(i, service_.loop_stats(i)));
+      guards_.push_back(asio::make_work_guard(loops_.back()->io()));
+    }
+    accept_backoff_.emplace(loops_[0]->io());
+  }
+
+  ~Impl() {
+    // Abandoned worker jobs hold connections whose sockets belong to the
+    // loops: stop the pool before the loops go.
+    pool_.stop();
+    pool_.join();
+  }
+
+  Status Start() {
+    Loop& loop0 = *loops_[0];
+    error_code ec;
+    tcp::resolver resolver(loop0.io());
+    auto results = resolver.resolve(options_.listen_host, std::to_string(options_.listen_port),
+                                    tcp::resolver::passive | tcp::resolver::numeric_service, ec);
+    const std::string wanted = options_.listen_host + ":" + std::to_string(options_.listen_port);
+    if (ec || results.empty()) {
+      return Status::IoError("cannot resolve listen address " + wanted + ": " +
+                             (ec ? ec.message() : std::string("no address")));
+    }
+    const tcp::endpoint endpoint = results.begin()->endpoint();
+    acceptor_.emplace(loop0.io());
+    auto fail = [&](const char* what) {
+      acceptor_.reset();
+      return Status::IoError(std::string("cannot listen on ") + wanted + ": " + what + ": " +
+                             ec.message());
+    };
+    if (acceptor_->open(endpoint.protocol(), ec)) return fail("open");
+    if (acceptor_->set_option(tcp::acceptor::reuse_address(true), ec)) return fail("SO_REUSEADDR");
+    if (acceptor_->bind(endpoint, ec)) return fail("bind");
+    if (acceptor_->listen(asio::socket_base::max_listen_connections, ec)) return fail("listen");
+    bound_ = acceptor_->local_endpoint(ec);
+    if (ec) return fail("getsockname");
+    if (options_.node_name.empty()) service_.set_node_name(FormatEndpoint(bound_));
+
+    spdlog::info(
+        "tagcache-server on {}: shard_bits={} io_threads={} workers={} max_frame_bytes={} "
+        "max_inflight={} max_output_bytes={} max_connections={}; state is kept in RAM only "
+        "(nothing is persisted yet)",
+        FormatEndpoint(bound_), engine_.shard_bits(), loops_.size(), ThreadsOr(options_.workers),
+        service_.limits().max_frame_bytes, service_.limits().max_inflight,
+        service_.limits().max_output_bytes, service_.limits().max_connections);
+
+    if (options_.stop_on_signals) {
+      signals_.emplace(loop0.io(), SIGINT, SIGTERM);
+      signals_->async_wait([this](const error_code& wait_ec, int signo) {
+        if (wait_ec) return;
+        spdlog::info("received signal {}: shutting down", signo);
+        RequestStop();
+      });
+    }
+    DoAccept();
+    return Status::Ok();
+  }
+
+  void Run() {
+    std::vector<std::thread> threads;
+    threads.reserve(loops_.size() - 1);
+    for (size_t i = 1; i < loops_.size(); ++i) {
+      threads.emplace_back([loop = loops_[i].get()] { RunLoop(*loop); });
+    }
+    RunLoop(*loops_[0]);
+    for (auto& t : threads) t.join();
+    pool_.wait();  // jobs still running after a forced stop finish; their results are dropped
+    spdlog::info("tagcache-server stopped");
+  }
+
+  void RequestStop() {
+    if (stop_requested_.exchange(true)) return;
+    // Everything about accepting lives on loop 0.
+    asio::post(loops_[0]->io(), [this] { BeginShutdown(); });
+  }
+
+  uint16_t port() const { return bound_.port(); }
+  std::string listen_address() const { return FormatEndpoint(bound_); }
+  Engine& engine() { return engine_; }
+
+ private:
+  static void RunLoop(Loop& loop) {
+    std::string name = "tc-io-" + std::to_string(loop.index());
+    pthread_setname_np(pthread_self(), name.c_str());
+    for (;;) {
+      try {
+        loop.io().run();
+        return;
+      } catch (const std::exception& e) {
+        spdlog::error("loop {}: unexpected exception: {}", loop.index(), e.what());
+      } catch (...) {
+        spdlog::error("loop {}: unexpected non-standard exception", loop.index());
+      }
+    }
+  }
+
+  void DoAccept() {
+    Loop& target = *loops_[next_loop_];
+    next_loop_ = (next_loop_ + 1) % loops_.size();
+    // Impl owns the loops, so it outlives every handler they run.
+    acceptor_->async_accept(target.io(), [this, &target](const error_code& ec, tcp::socket socket) {
+      OnAccept(target, ec, std::move(socket));
+    });
+  }
+
+  void OnAccept(Loop& target, const error_code& ec, tcp::socket socket) {
+    if (stopping_) return;  // the socket closes with its destructor
+    if (ec) {
+      if (ec == asio::error::operation_aborted) return;
+      // E.g. EMFILE: retrying at once would spin; back off a little.
+      spdlog::warn("accept failed: {}; retrying in 100 ms", ec.message());
+      accept_backoff_->expires_after(std::chrono::milliseconds(100));
+      accept_backoff_->async_wait([this](const error_code& wait_ec) {
+        if (!wait_ec && !stopping_) DoAccept();
+      });
+      return;
+    }
+    const bool admitted = service_.TryAddConnection();
+    auto connection =
+        std::make_shared<Connection>(target, service_, pool_, std::move(socket), !admitted);
+    asio::post(target.io(), [connection = std::move(connection)] { connection->Start(); });
+    DoAccept();
+  }
+
+  // On loop 0.
+  void BeginShutdown() {
+    if (stopping_) return;
+    stopping_ = true;
+    error_code ec;
+    if (acceptor_) acceptor_->close(ec);
+    accept_backoff_->cancel();
+    if (signals_) {
+      signals_->cancel(ec);
+      signals_->clear(ec);  // a second signal now has its default effect
+    }
+    spdlog::info("shutting down: no new connections; draining {} connection(s) (grace {} ms)",
+                 service_.connections(), options_.shutdown_grace.count());
+    for (auto& loop : loops_) {
+      asio::post(loop->io(), [loop = loop.get(), grace = options_.shutdown_grace] {
+        loop->BeginShutdown(grace);
+      });
+    }
+    // Each loop now runs until its connections are gone (the posted drain is work).
+    for (auto& guard : guards_) guard.reset();
+  }
+
+  // Declaration order is destruction order reversed: the pool (whose jobs
+  // use the engine, the service and the loops) goes first, the engine last.
+  NodeOptions options_;
+  Engine engine_;
+  Service service_;
+  std::vector<std::unique_ptr<Loop>> loops_;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
+  std::optional<tcp::acceptor> acceptor_;
+  std::optional<asio::steady_timer> accept_backoff_;
+  std::optional<asio::signal_set> signals_;
+  tcp::endpoint bound_;
+  size_t next_loop_ = 0;
+  bool stopping_ = false;  // loop 0 only
+  std::atomic<bool> stop_requested_{false};
+  asio::thread_pool pool_;
+};
+
+Node::Node(NodeOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Node::~Node() = default;
+Status Node::Start() { return impl_->Start(); }
+uint16_t Node::port() const { return impl_->port(); }
+std::string Node::listen_address() const { return impl_->listen_address(); }
+void Node::Run() { impl_->Run(); }
+void Node::Stop() { impl_->RequestStop(); }
+Engine& Node::engine() { return impl_->engine(); }
+
+}  // namespace tagcache::net

@@ -1,0 +1,434 @@
+#include "service.h"
+
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <string_view>
+#include <utility>
+
+#include "request_reader.h"
+#include "tagcache/protocol/bitmap.h"
+#include "tagcache/protocol/codec.h"
+#include "tagcache/protocol/frame.h"
+
+namespace tagcache::net {
+namespace {
+
+using wire::Request;
+using wire::Response;
+
+std::string_view ToView(capnp::Text::Reader text) { return {text.begin(), text.size()}; }
+
+// Copies `s` into a Text field through its init function (no NUL-terminated
+// source needed, unlike Text::Reader's constructor).
+template <typename Init>
+void CopyText(std::string_view s, Init&& init) {
+  auto text = init(static_cast<unsigned>(s.size()));
+  if (!s.empty()) std::memcpy(text.begin(), s.data(), s.size());
+}
+
+std::string DescribeKjException(const kj::Exception& e) {
+  auto description = e.getDescription();
+  std::string text(description.begin(), description.size());
+  if (text.size() > 200) text.resize(200);
+  return text;
+}
+
+}  // namespace
+
+Service::Service(Engine& engine, ServiceLimits limits, std::string node_name, size_t loops)
+    : engine_(engine), limits_(limits), node_name_(std::move(node_name)) {
+  stats_.reserve(loops);
+  for (size_t i = 0; i < loops; ++i) stats_.push_back(std::make_unique<RequestStats>());
+}
+
+bool Service::TryAddConnection() {
+  uint64_t n = connections_.fetch_add(1, std::memory_order_relaxed);
+  if (n >= limits_.max_connections) {
+    connections_.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+void Service::RemoveConnection() { connections_.fetch_sub(1, std::memory_order_relaxed); }
+
+size_t Service::KindOf(Request::Reader req) {
+  const auto which = static_cast<uint16_t>(req.which());
+  return which <= static_cast<uint16_t>(Request::STATS) ? which : kKindUnknown;
+}
+
+bool Service::RunsInline(Request::Reader req) {
+  switch (req.which()) {
+    case Request::HELLO:
+    case Request::PING:
+    case Request::GET_TAGS:
+      return true;
+    case Request::HAS_TAGS:
+      return req.getHasTags().getTags().size() <= kInlineHasTags;
+    case Request::GET_TAGS_BATCH:
+      return req.getGetTagsBatch().getUsers().size() <= kInlineBatchUsers;
+    // Engine::Stats walks every shard's columns: milliseconds on a big node.
+    case Request::STATS:
+    case Request::COUNT:
+    case Request::AUDIENCE:
+    case Request::AUDIENCE_BITMAPS:
+    case Request::TOP_TAGS:
+    case Request::APPLY_EVENTS:
+    case Request::LOAD_SNAPSHOT:
+    case Request::COMMIT_SNAPSHOT:
+      return false;
+  }
+  return true;  // an unknown kind is answered at once with BAD_REQUEST
+}
+
+void Service::SetError(Response::Builder resp, const Status& status) {
+  resp.setStatus(protocol::ToWire(status.code()));
+  std::string_view msg = status.message();
+  if (msg.size() > kMaxMessageBytes) msg = msg.substr(0, kMaxMessageBytes);
+  CopyText(msg, [&](unsigned n) { return resp.initMessage(n); });
+  resp.setNone();
+}
+
+void Service::AppendErrorFrame(uint64_t id, const Status& status, std::vector<uint8_t>& out) {
+  capnp::MallocMessageBuilder mb(256);
+  auto resp = mb.initRoot<Response>();
+  resp.setId(id);
+  SetError(resp, status);
+  protocol::AppendFrame(mb, out);
+}
+
+bool Service::AppendResponse(capnp::MessageBuilder& message, uint64_t id,
+                             std::vector<uint8_t>& out) const {
+  const size_t before = out.size();
+  protocol::AppendFrame(message, out);
+  const size_t body_bytes = out.size() - before - protocol::kFrameHeaderBytes;
+  if (body_bytes <= limits_.max_frame_bytes) return true;
+  out.resize(before);
+  AppendErrorFrame(id,
+                   Status::Overloaded("the response of " + std::to_string(body_bytes) +
+                                      " bytes exceeds the frame limit of " +
+                                      std::to_string(limits_.max_frame_bytes) + " bytes"),
+                   out);
+  return false;
+}
+
+void Service::FillHello(Response::Builder resp) const {
+  resp.setStatus(wire::Status::OK);
+  auto hello = resp.initHello();
+  hello.setVersion(protocol::kProtocolVersion);
+  CopyText(node_name_, [&](unsigned n) { return hello.initNode(n); });
+  hello.setShardBits(static_cast<uint8_t>(engine_.shard_bits()));
+  hello.setMaxFrameBytes(limits_.max_frame_bytes);
+}
+
+StatusCode Service::Execute(Request::Reader req, Response::Builder resp) {
+  try {
+    return DoExecute(req, resp);
+  } catch (const kj::Exception&) {
+    throw;  // malformed message: the connection's business
+  } catch (const std::bad_alloc&) {
+    SetError(resp, Status::Overloaded("out of memory while executing the request"));
+    return StatusCode::kOverloaded;
+  } catch (const std::exception& e) {
+    SetError(resp, Status::Internal(std::string("unexpected error: ") + e.what()));
+    return StatusCode::kInternal;
+  }
+}
+
+StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
+  auto fail = [&](const Status& s) {
+    SetError(resp, s);
+    return s.code();
+  };
+  resp.setStatus(wire::Status::OK);
+  switch (req.which()) {
+    case Request::HELLO:
+      return fail(Status::BadRequest("duplicate hello: the connection is already established"));
+
+    case Request::PING:
+      resp.setNone();
+      return StatusCode::kOk;
+
+    case Request::GET_TAGS: {
+      auto r = req.getGetTags();
+      const bool with_ts = r.getWithTs();
+      std::vector<TagHit> hits = engine_.GetTags(r.getUser(), with_ts);
+      auto list = resp.initGetTags(static_cast<unsigned>(hits.size()));
+      for (unsigned i = 0; i < hits.size(); ++i) {
+        auto hit = list[i];
+        CopyText(hits[i].tag, [&](unsigned n) { return hit.initTag(n); });
+        if (with_ts) hit.setTs(hits[i].ts);
+      }
+      return StatusCode::kOk;
+    }
+
+    case Request::HAS_TAGS: {
+      auto r = req.getHasTags();
+      auto tags = r.getTags();
+      std::vector<std::string_view> names;
+      names.reserve(tags.size());
+      for (auto t : tags) names.push_back(ToView(t));
+      Result<std::vector<bool>> has = engine_.HasTags(r.getUser(), names);
+      if (!has.ok()) return fail(has.status());
+      auto list = resp.initHasTags(static_cast<unsigned>(has->size()));
+      for (unsigned i = 0; i < has->size(); ++i) list.set(i, (*has)[i]);
+      return StatusCode::kOk;
+    }
+
+    case Request::GET_TAGS_BATCH: {
+      auto r = req.getGetTagsBatch();
+      auto users_in = r.getUsers();
+      const bool with_ts = r.getWithTs();
+      std::vector<UserId> users;
+      users.reserve(users_in.size());
+      for (uint64_t u : users_in) users.push_back(u);
+      std::vector<std::vector<TagHit>> all = engine_.GetTagsBatch(users, with_ts);
+      auto list = resp.initGetTagsBatch(static_cast<unsigned>(all.size()));
+      for (unsigned u = 0; u < all.size(); ++u) {
+        auto ut = list[u];
+        ut.setUser(users[u]);
+        auto tags = ut.initTags(static_cast<unsigned>(all[u].size()));
+        for (unsigned i = 0; i < all[u].size(); ++i) {
+          auto hit = tags[i];
+          CopyText(all[u][i].tag, [&](unsigned n) { return hit.initTag(n); });
+          if (with_ts) hit.setTs(all[u][i].ts);
+        }
+      }
+      return StatusCode::kOk;
+    }
+
+    case Request::COUNT: {
+      Result<uint64_t> n = engine_.Count(ToView(req.getCount().getExpr()));
+      if (!n.ok()) return fail(n.status());
+      resp.setCount(*n);
+      return StatusCode::kOk;
+    }
+
+    case Request::AUDIENCE: {
+      auto r = req.getAudience();
+      uint32_t limit = r.getLimit();
+      if (limit == 0) return fail(Status::BadRequest("audience limit must be at least 1"));
+      // A page must fit the frame limit: 8 bytes an id, plus slack for the rest.
+      const size_t usable = limits_.max_frame_bytes > 4096 ? limits_.max_frame_bytes - 4096 : 8;
+      const auto fits = static_cast<uint32_t>(std::min<size_t>(usable / 8, kMaxAudiencePage));
+      limit = std::min(limit, fits);
+      Result<AudiencePage> page = engine_.Audience(ToView(r.getExpr()), r.getCursor(), limit);
+      if (!page.ok()) return fail(page.status());
+      auto out = resp.initAudience();
+      auto users = out.initUsers(static_cast<unsigned>(page->users.size()));
+      for (unsigned i = 0; i < page->users.size(); ++i) users.set(i, page->users[i]);
+      out.setHasMore(page->next_cursor.has_value());
+      if (page->next_cursor) out.setNextCursor(*page->next_cursor);
+      return StatusCode::kOk;
+    }
+
+    case Request::AUDIENCE_BITMAPS: {
+      Result<std::vector<ShardBitmap>> maps =
+          engine_.AudienceBitmaps(ToView(req.getAudienceBitmaps().getExpr()));
+      if (!maps.ok()) return fail(maps.status());
+      auto list = resp.initAudienceBitmaps(static_cast<unsigned>(maps->size()));
+      for (unsigned i = 0; i < maps->size(); ++i) {
+        const ShardBitmap& m = (*maps)[i];
+        auto out = list[i];
+        out.setShard(m.shard);
+        out.setCardinality(m.cardinality);
+        auto data = out.initBitmap(static_cast<unsigned>(m.portable.size()));
+        if (!m.portable.empty()) std::memcpy(data.begin(), m.portable.data(), m.portable.size());
+      }
+      return StatusCode::kOk;
+    }
+
+    case Request::TOP_TAGS: {
+      auto r = req.getTopTags();
+      uint32_t k = r.getK();
+      if (k == 0) return fail(Status::BadRequest("topTags k must be at least 1"));
+      k = std::min(k, kMaxTopTags);
+      Result<std::vector<TagCount>> top = engine_.TopTags(ToView(r.getExpr()), k);
+      if (!top.ok()) return fail(top.status());
+      auto list = resp.initTopTags(static_cast<unsigned>(top->size()));
+      for (unsigned i = 0; i < top->size(); ++i) {
+        auto out = list[i];
+        CopyText((*top)[i].tag, [&](unsigned n) { return out.initTag(n); });
+        out.setCount((*top)[i].count);
+      }
+      return StatusCode::kOk;
+    }
+
+    case Request::APPLY_EVENTS: {
+      auto in = req.getApplyEvents().getEvents();
+      std::vector<Event> events;
+      events.reserve(in.size());
+      for (unsigned i = 0; i < in.size(); ++i) {
+        auto e = in[i];
+        Event ev;
+        ev.user = e.getUser();
+        ev.tag = std::string(ToView(e.getTag()));
+        switch (e.getOp()) {
+          case wire::TagOp::SET:
+            ev.op = TagOp::kSet;
+            break;
+          case wire::TagOp::CLEAR:
+            ev.op = TagOp::kClear;
+            break;
+          default:
+            return fail(Status::BadRequest("event " + std::to_string(i) + ": unknown op " +
+                                           std::to_string(static_cast<unsigned>(e.getOp()))));
+        }
+        ev.ts = e.getTs();
+        events.push_back(std::move(ev));
+      }
+      Result<ApplyEventsResult> applied = engine_.ApplyEvents(events);
+      if (!applied.ok()) return fail(applied.status());
+      auto out = resp.initApplyEvents();
+      out.setApplied(applied->applied);
+      out.setIgnored(applied->ignored);
+      return StatusCode::kOk;
+    }
+
+    case Request::LOAD_SNAPSHOT: {
+      auto r = req.getLoadSnapshot();
+      auto data = r.getBitmap();
+      const int shard_bits = engine_.shard_bits();
+      Result<Roaring> members =
+          protocol::ReadPortableBitmap(data.begin(), data.size(), uint64_t{1} << shard_bits);
+      if (!members.ok()) return fail(members.status());
+      Result<SnapshotOutcome> outcome =
+          engine_.ApplySnapshot(ToView(r.getTag()), r.getTs(), r.getShard(), *members);
+      if (!outcome.ok()) return fail(outcome.status());
+      using Outcome = Response::LoadSnapshotReply::Outcome;
+      Outcome wire_outcome = Outcome::APPLIED;
+      switch (*outcome) {
+        case SnapshotOutcome::kApplied:
+          wire_outcome = Outcome::APPLIED;
+          break;
+        case SnapshotOutcome::kDuplicate:
+          wire_outcome = Outcome::DUPLICATE;
+          break;
+        case SnapshotOutcome::kTieWon:
+          wire_outcome = Outcome::TIE_WON;
+          break;
+        case SnapshotOutcome::kTieLost:
+          wire_outcome = Outcome::TIE_LOST;
+          break;
+      }
+      resp.initLoadSnapshot().setOutcome(wire_outcome);
+      return StatusCode::kOk;
+    }
+
+    case Request::COMMIT_SNAPSHOT: {
+      auto r = req.getCommitSnapshot();
+      auto shards_in = r.getShards();
+      std::vector<uint64_t> shards;
+      shards.reserve(shards_in.size());
+      for (uint64_t shard : shards_in) shards.push_back(shard);
+      Result<CommitOutcome> outcome = engine_.CommitSnapshot(ToView(r.getTag()), r.getTs(), shards);
+      if (!outcome.ok()) return fail(outcome.status());
+      auto out = resp.initCommitSnapshot();
+      out.setShardsEmptied(outcome->shards_emptied);
+      auto missing = out.initMissingShards(static_cast<unsigned>(outcome->missing_shards.size()));
+      for (unsigned i = 0; i < outcome->missing_shards.size(); ++i) {
+        missing.set(i, outcome->missing_shards[i]);
+      }
+      if (outcome->missing_shards.empty()) return StatusCode::kOk;
+      // The reply stays filled in: INCOMPLETE tells the loader which parts to resend.
+      std::string msg = std::to_string(outcome->missing_shards.size()) +
+                        " named shard(s) never received members for this snapshot, first: " +
+                        std::to_string(outcome->missing_shards.front());
+      resp.setStatus(protocol::ToWire(StatusCode::kIncomplete));
+      CopyText(msg, [&](unsigned n) { return resp.initMessage(n); });
+      return StatusCode::kIncomplete;
+    }
+
+    case Request::STATS:
+      FillStats(resp.initStats());
+      return StatusCode::kOk;
+  }
+  return fail(Status::BadRequest("unknown request kind " +
+                                 std::to_string(static_cast<unsigned>(req.which()))));
+}
+
+void Service::FillStats(Response::StatsReply::Builder out) {
+  EngineStats s = engine_.Stats(/*detailed=*/false);
+  out.setShards(s.shards);
+  out.setTags(s.tags);
+  out.setKnownUsers(s.known_users);
+  out.setAssignments(s.assignments);
+  out.setBitmapBytes(s.memory.bitmap_bytes);
+  out.setOverrideBytes(s.memory.override_bytes);
+  out.setIndexBytes(s.memory.index_bytes);
+  out.setKnownBytes(s.memory.known_bytes);
+  out.setConnections(connections());
+  out.setEventsApplied(s.counters.events_applied);
+  out.setEventsIgnored(s.counters.events_ignored);
+  out.setWritesRefusedFuture(s.counters.writes_refused_future);
+  out.setSnapshotsApplied(s.counters.snapshots_applied);
+  out.setSnapshotsStale(s.counters.snapshots_stale);
+  out.setSnapshotTies(s.counters.snapshot_ties);
+
+  auto kinds = out.initRequests(kNumKinds);
+  for (size_t k = 0; k < kNumKinds; ++k) {
+    KindSummary sum;
+    for (const auto& loop : stats_) loop->AddTo(k, sum);
+    auto ks = kinds[static_cast<unsigned>(k)];
+    CopyText(KindName(k), [&](unsigned n) { return ks.initKind(n); });
+    ks.setCount(sum.count);
+    ks.setErrors(sum.errors);
+    ks.setP50Micros(LatencyHistogram::Percentile(sum.latency, 0.50));
+    ks.setP99Micros(LatencyHistogram::Percentile(sum.latency, 0.99));
+  }
+}
+
+FrameResult Service::ExecuteFrame(kj::ArrayPtr<const capnp::word> body) {
+  FrameResult result;
+  uint64_t id = 0;
+  capnp::MallocMessageBuilder mb;
+  try {
+    RequestReader reader(body);
+    Result<Request::Reader> parsed = reader.Parse();
+    if (!parsed.ok()) {
+      result.malformed = true;
+      AppendErrorFrame(0, parsed.status(), result.frame);
+      return result;
+    }
+    Request::Reader req = *parsed;
+    id = req.getId();
+    result.kind = KindOf(req);
+    auto resp = mb.initRoot<Response>();
+    resp.setId(id);
+    result.ok = Execute(req, resp) == StatusCode::kOk;
+  } catch (const kj::Exception& e) {
+    result.ok = false;
+    result.malformed = true;
+    AppendErrorFrame(0, Status::BadRequest("malformed request: " + DescribeKjException(e)),
+                     result.frame);
+    return result;
+  } catch (const std::exception& e) {  // e.g. bad_alloc outside Execute()
+    result.ok = false;
+    AppendErrorFrame(id, Status::Internal(std::string("unexpected error: ") + e.what()),
+                     result.frame);
+    return result;
+  }
+  // The request was fine; failing to serialize the answer (too large for a
+  // frame, out of memory) is ours: the client gets an error and keeps its
+  // connection.
+  try {
+    if (!AppendResponse(mb, id, result.frame)) result.ok = false;
+  } catch (const kj::Exception& e) {
+    result.frame.clear();
+    result.ok = false;
+    AppendErrorFrame(id, Status::Internal("cannot send the response: " + DescribeKjException(e)),
+                     result.frame);
+  } catch (const std::exception& e) {
+    result.frame.clear();
+    result.ok = false;
+    AppendErrorFrame(id, Status::Internal(std::string("cannot send the response: ") + e.what()),
+                     result.frame);
+  }
+  return result;
+}
+
+}  // namespace tagcache::net

@@ -1,0 +1,118 @@
+// The request layer of the node: turns one parsed wire::Request into Engine
+// calls and fills the wire::Response. It knows nothing of sockets or event
+// loops (parse, act, reply: the connection parses, this acts and replies).
+// Also holds the node-wide shared state that every loop reads: limits,
+// per-loop request statistics and the connection count. Thread-safe.
+#pragma once
+
+#include <capnp/message.h>
+#include <kj/array.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "request_stats.h"
+#include "tagcache/common/status.h"
+#include "tagcache/protocol/tagcache.capnp.h"
+#include "tagcache/server/engine.h"
+
+namespace tagcache::net {
+
+struct ServiceLimits {
+  uint32_t max_frame_bytes = 0;
+  uint32_t max_inflight = 0;
+  size_t max_output_bytes = 0;
+  uint32_t max_connections = 0;
+  std::chrono::milliseconds hello_timeout{0};
+  std::chrono::milliseconds write_timeout{0};
+};
+
+// Largest page an Audience request gets, whatever limit it asks for (the
+// page says hasMore, so a client simply continues).
+inline constexpr uint32_t kMaxAudiencePage = 1'000'000;
+// Largest k a TopTags request gets.
+inline constexpr uint32_t kMaxTopTags = 100'000;
+// Batches up to these sizes run inline on the IO thread; larger go to workers.
+inline constexpr size_t kInlineBatchUsers = 64;
+inline constexpr size_t kInlineHasTags = 256;
+// Error messages longer than this are cut (they may quote client input).
+inline constexpr size_t kMaxMessageBytes = 1024;
+
+// Result of a request executed off the IO thread.
+struct FrameResult {
+  std::vector<uint8_t> frame;  // one whole response frame (header + body)
+  size_t kind = kKindMalformed;
+  bool ok = false;
+  bool malformed = false;  // the request could not be read: close the connection
+};
+
+class Service {
+ public:
+  // `engine` must outlive the Service. `loops` RequestStats are created, one
+  // per event loop.
+  Service(Engine& engine, ServiceLimits limits, std::string node_name, size_t loops);
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  Engine& engine() { return engine_; }
+  const ServiceLimits& limits() const { return limits_; }
+  RequestStats& loop_stats(size_t loop) { return *stats_[loop]; }
+  void set_node_name(std::string name) { node_name_ = std::move(name); }
+
+  // Connection admission: false (and nothing counted) when max_connections
+  // are already served. Every true must be paired with one RemoveConnection().
+  bool TryAddConnection();
+  void RemoveConnection();
+  uint64_t connections() const { return connections_.load(std::memory_order_relaxed); }
+
+  // The counted kind of a request (kKindUnknown for a union member this
+  // node does not know).
+  static size_t KindOf(wire::Request::Reader req);
+
+  // True when `req` is cheap enough (microseconds) to run on an IO thread.
+  // May throw kj::Exception on a malformed message.
+  static bool RunsInline(wire::Request::Reader req);
+
+  // Fills `resp` (whose id the caller set) with the answer to `req` and
+  // returns its status. Engine errors become error statuses; an exception
+  // other than kj::Exception becomes INTERNAL. Throws kj::Exception when the
+  // message is malformed (the caller answers BAD_REQUEST and closes).
+  // Hello is the connection's business: here it is a duplicate (BAD_REQUEST).
+  StatusCode Execute(wire::Request::Reader req, wire::Response::Builder resp);
+
+  // Fills the HelloReply of a successful hello.
+  void FillHello(wire::Response::Builder resp) const;
+
+  // Parses `body` (the request frame's body) and executes it into one
+  // response frame. Never throws. Called on worker threads.
+  FrameResult ExecuteFrame(kj::ArrayPtr<const capnp::word> body);
+
+  // Appends an error response frame with `id` and `status` to `out`.
+  static void AppendErrorFrame(uint64_t id, const Status& status, std::vector<uint8_t>& out);
+
+  // Appends the response in `message` (whose id is `id`) to `out`, or, when
+  // its body would exceed max_frame_bytes (the limit announced in the
+  // hello), an OVERLOADED error naming the size instead; false then.
+  // Throws kj::Exception when the message does not fit any frame at all.
+  bool AppendResponse(capnp::MessageBuilder& message, uint64_t id, std::vector<uint8_t>& out) const;
+
+  // Sets the error status and (truncated) message of `resp`, and no result.
+  static void SetError(wire::Response::Builder resp, const Status& status);
+
+ private:
+  StatusCode DoExecute(wire::Request::Reader req, wire::Response::Builder resp);
+  void FillStats(wire::Response::StatsReply::Builder out);
+
+  Engine& engine_;
+  const ServiceLimits limits_;
+  std::string node_name_;
+  std::vector<std::unique_ptr<RequestStats>> stats_;
+  std::atomic<uint64_t> connections_{0};
+};
+
+}  // namespace tagcache::net
