@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The two Quick start commands (README.md):
-#   ./tagcache.sh run    install what is missing, build Release, run a node
+#   ./tagcache.sh run    install what is missing, build Release, run a node on 127.0.0.1:7379
 #   ./tagcache.sh test   install what is missing, build, run the whole test suite (ctest)
 # Extra:
+#   ./tagcache.sh run [server flags]  e.g. --listen 127.0.0.1:7400 (see tagcache-server --help)
+#   ./tagcache.sh demo              the in-process engine demo on the real bitmap datasets
 #   ./tagcache.sh test --sanitize   the same suite built with ASan+UBSan
 #   ./tagcache.sh bench             Release microbenchmarks + Redis anchors (slow; not CI)
 # Works on a fresh Debian 12 machine as root, or as a user with sudo.
@@ -52,12 +54,18 @@ unpack_datasets() {  # unpack_datasets DEST: the real bitmap datasets, one direc
 cmd=${1:-}
 case "$cmd" in
   run)
+    shift
+    install_missing "${PACKAGES[@]}"
+    build build/release Release -DTAGCACHE_BUILD_TESTS=OFF
+    echo "==> tagcache-server (Ctrl-C stops it); tagctl is build/release/cluster/tagctl"
+    exec ./build/release/server/tagcache-server "$@"
+    ;;
+  demo)
     install_missing "${PACKAGES[@]}"
     build build/release Release -DTAGCACHE_BUILD_TESTS=OFF
     data=$(mktemp -d)
     trap 'rm -rf "$data"' EXIT
     unpack_datasets "$data"
-    # Until the network server lands, the node is the in-process engine demo.
     ./build/release/server/tagcache-demo "$data/census1881" "$data/wikileaks-noquotes"
     ;;
   test)
@@ -73,10 +81,11 @@ case "$cmd" in
     ;;
   bench)
     install_missing "${PACKAGES[@]}" redis-server redis-tools
-    exec ./bench/run_all.sh
+    ./bench/run_all.sh
+    exec ./bench/net_compare.sh
     ;;
   *)
-    echo "usage: $0 run|test [--sanitize]|bench" >&2
+    echo "usage: $0 run [server flags]|test [--sanitize]|demo|bench" >&2
     exit 2
     ;;
 esac
