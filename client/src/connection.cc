@@ -1,5 +1,6 @@
 #include "connection.h"
 
+#include <cstring>
 #include <kj/exception.h>
 
 #include <algorithm>
@@ -17,9 +18,15 @@ using asio::ip::tcp;
 using boost::system::error_code;
 
 struct Connection::Link {
-  explicit Link(asio::io_context& io) : socket(io) {}
+  explicit Link(asio::io_context& io) : socket(io), in(kReadChunk) {}
   tcp::socket socket;
-  std::array<uint8_t, protocol::kFrameHeaderBytes> header{};
+  // Received bytes not yet handled: in[begin, end). One read takes whatever
+  // the socket has, and every complete frame in it is handled in the same
+  // handler, so requests issued by those completions leave in one write.
+  std::vector<uint8_t> in;
+  size_t begin = 0;
+  size_t end = 0;
+  static constexpr size_t kReadChunk = 64 * 1024;
 };
 
 Connection::Connection(asio::io_context& io, Endpoints endpoints, std::string address,
@@ -76,9 +83,19 @@ void Connection::OnConnected(const std::shared_ptr<Link>& link) {
 }
 
 void Connection::ReadHeader(const std::shared_ptr<Link>& link) {
+  // Make room: drop handled bytes, and grow for a frame larger than the buffer.
+  if (link->begin > 0) {
+    std::memmove(link->in.data(), link->in.data() + link->begin, link->end - link->begin);
+    link->end -= link->begin;
+    link->begin = 0;
+  }
+  if (link->in.size() - link->end < Link::kReadChunk / 4) {
+    link->in.resize(link->in.size() + Link::kReadChunk);
+  }
   auto self = shared_from_this();
-  asio::async_read(
-      link->socket, asio::buffer(link->header), [self, link](const error_code& ec, size_t) {
+  link->socket.async_read_some(
+      asio::buffer(link->in.data() + link->end, link->in.size() - link->end),
+      [self, link](const error_code& ec, size_t n) {
         if (self->link_ != link) return;
         if (ec) {
           self->Lost(Status::IoError(ec == asio::error::eof
@@ -86,26 +103,28 @@ void Connection::ReadHeader(const std::shared_ptr<Link>& link) {
                                          : "reading from " + self->address_ + ": " + ec.message()));
           return;
         }
-        auto header =
-            protocol::DecodeFrameHeader(link->header.data(), self->options_.max_response_bytes);
-        if (!header.ok()) {
-          self->Lost(Status::IoError("bad frame from " + self->address_ + ": " +
-                                     header.status().ToString()));
-          return;
+        link->end += n;
+        while (link->end - link->begin >= protocol::kFrameHeaderBytes) {
+          auto header = protocol::DecodeFrameHeader(link->in.data() + link->begin,
+                                                    self->options_.max_response_bytes);
+          if (!header.ok()) {
+            self->Lost(Status::IoError("bad frame from " + self->address_ + ": " +
+                                       header.status().ToString()));
+            return;
+          }
+          const size_t frame = protocol::kFrameHeaderBytes + header->body_bytes;
+          // Incomplete: read more. The buffer grows only as bytes arrive
+          // (ReadHeader), never to a length the peer merely claims.
+          if (link->end - link->begin < frame) break;
+          // Bodies start 12 bytes into a frame: copy into 8-byte-aligned memory.
+          protocol::FrameBody body(header->body_bytes);
+          std::memcpy(body.data(), link->in.data() + link->begin + protocol::kFrameHeaderBytes,
+                      header->body_bytes);
+          link->begin += frame;
+          self->OnFrame(link, body);
+          if (self->link_ != link) return;  // the frame ended the connection
         }
-        auto body = std::make_shared<protocol::FrameBody>(header->body_bytes);
-        asio::async_read(link->socket, asio::buffer(body->data(), body->size()),
-                         [self, link, body](const error_code& ec2, size_t) {
-                           if (self->link_ != link) return;
-                           if (ec2) {
-                             self->Lost(Status::IoError("reading from " + self->address_ + ": " +
-                                                        ec2.message()));
-                             return;
-                           }
-                           // Keep reading even if a completion below throws.
-                           self->ReadHeader(link);
-                           self->OnFrame(link, *body);
-                         });
+        self->ReadHeader(link);
       });
 }
 
@@ -330,6 +349,18 @@ void Connection::Pump() {
 }
 
 void Connection::Flush() {
+  // Deferred to the end of the current batch of handlers: completions that
+  // each issue a new request (a closed loop) then share one write instead
+  // of a send system call each.
+  if (writing_ || flush_posted_ || out_.empty() || !link_) return;
+  flush_posted_ = true;
+  asio::post(link_->socket.get_executor(), [self = shared_from_this()] {
+    self->flush_posted_ = false;
+    self->WriteOut();
+  });
+}
+
+void Connection::WriteOut() {
   if (writing_ || out_.empty() || !link_) return;
   writing_ = true;
   auto buffer = std::make_shared<std::vector<uint8_t>>(std::move(out_));

@@ -106,7 +106,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void ScheduleReconnect();
   void Enqueue(CallPtr call);
   void Pump();
-  void Flush();
+  void Flush();     // schedules WriteOut after the current handlers
+  void WriteOut();  // starts the one async_write of the coalesced output
   void ArmDeadlineTimer();
   void OnDeadlineTimer();
   // Removes the entry for `id` (which must exist) and returns its call.
@@ -136,6 +137,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t in_flight_ = 0;      // entries sent, not answered
   std::vector<uint8_t> out_;  // frames waiting for the current write to finish
   bool writing_ = false;
+  bool flush_posted_ = false;  // a WriteOut is queued on the executor
 
   // Ids of sent calls that timed out: their late answers are dropped. Any
   // other unknown id is a protocol error. Bounded: the oldest are forgotten

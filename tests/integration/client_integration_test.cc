@@ -1,6 +1,7 @@
 // The client library against the real tagcache-server: writes and reads,
 // queries and snapshots, 10,000 pipelined requests, reconnect after a
 // restart, and the example program.
+#include <roaring/roaring.hh>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -233,6 +234,26 @@ TEST_F(ClientIntegrationTest, TenThousandPipelinedRequestsOverFourConnections) {
   std::unique_lock lock(mu);
   ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return answered == kUsers; }));
   EXPECT_EQ(correct, kUsers);
+}
+
+// One response many times the client's 64 KiB read chunk (200,000 ids,
+// ~1.6 MB) arrives over many reads and must come out whole.
+TEST_F(ClientIntegrationTest, ResponseLargerThanTheReadBufferArrivesWhole) {
+  auto client = Connect(Options());
+  ASSERT_NE(client, nullptr);
+  constexpr uint64_t kUsers = 200000;
+  std::vector<uint32_t> offsets;
+  for (uint32_t u = 0; u < kUsers; ++u) offsets.push_back(u * 3);
+  Roaring members(offsets.size(), offsets.data());
+  std::string bytes(members.getSizeInBytes(true), '\0');
+  members.write(bytes.data(), true);
+  ASSERT_TRUE(client->LoadSnapshot("big", 5, 0, bytes).ok());
+  ASSERT_TRUE(client->CommitSnapshot("big", 5, {0}).ok());
+  auto page = client->Audience("big", 0, kUsers);
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  ASSERT_EQ(page->users.size(), kUsers);
+  for (uint64_t i = 0; i < kUsers; ++i) ASSERT_EQ(page->users[i], i * 3) << i;
+  EXPECT_FALSE(page->next_cursor.has_value());
 }
 
 TEST_F(ClientIntegrationTest, ReconnectsAfterServerRestart) {
