@@ -33,7 +33,7 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
   "$(date -u '+%F %T UTC'), commit $(git -C "$root" rev-parse --short HEAD)"
 
 "$build/server/tagcache-server" --listen 127.0.0.1:0 --port-file "$tmp/port" \
-  --data-dir "$tmp/data" --log-level warn >"$tmp/server.log" 2>&1 &
+  --data-dir "$tmp/data" --log-level warn ${SERVER_FLAGS:-} >"$tmp/server.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$tmp/port" ] && break; sleep 0.1; done
 port=$(cat "$tmp/port")
