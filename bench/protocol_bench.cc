@@ -7,6 +7,7 @@
 // them; the FrameBody is allocated per message, as a connection does.
 // Release builds only (bench/CMakeLists.txt enforces it).
 
+#include <span>
 #include <benchmark/benchmark.h>
 
 #include <array>
@@ -16,6 +17,7 @@
 
 #include "tagcache/protocol/bitmap.h"
 #include "tagcache/protocol/codec.h"
+#include "tagcache/protocol/tag_hits.h"
 #include "tagcache/protocol/frame.h"
 
 namespace tagcache::protocol {
@@ -59,10 +61,9 @@ void EncodeRequest(Scratch& scratch, uint64_t id, uint64_t user, std::vector<uin
 void FillResponse(wire::Response::Builder response, uint64_t id, unsigned tags) {
   response.setId(id);
   response.setStatus(wire::Status::OK);
-  auto hits = response.initGetTags(tags);
-  for (unsigned i = 0; i < tags; ++i) {
-    hits[i].setTag(capnp::Text::Reader(kTagNames[i].data(), kTagNames[i].size()));
-  }
+  WriteTagHits(response.initGetTags(), std::span(kTagNames.data(), tags), /*with_ts=*/false,
+               [](const auto& name) { return std::string_view(name); },
+               [](const auto&) { return uint64_t{0}; });
 }
 
 void EncodeResponse(Scratch& scratch, uint64_t id, unsigned tags, std::vector<uint8_t>& wire) {
@@ -91,10 +92,9 @@ uint64_t DecodeRequest(const std::vector<uint8_t>& wire, bool parse) {
 uint64_t ReadResponse(wire::Response::Reader response) {
   uint64_t sink = response.getId() ^ static_cast<uint64_t>(response.getStatus());
   if (response.which() != wire::Response::GET_TAGS) std::abort();
-  for (auto hit : response.getGetTags()) {
-    capnp::Text::Reader tag = hit.getTag();
-    sink += tag.size() + static_cast<uint8_t>(tag[0]) + hit.getTs();
-  }
+  ForEachTagHit(response.getGetTags(), [&](std::string_view tag, uint64_t ts) {
+    sink += tag.size() + static_cast<uint8_t>(tag[0]) + ts;
+  });
   return sink;
 }
 

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "tagcache/protocol/codec.h"
+#include "tagcache/protocol/tag_hits.h"
 #include "tagcache/protocol/frame.h"
 
 namespace tagcache::client {
@@ -49,10 +50,12 @@ Result<T> Decode(const wire::Response::Reader& response, wire::Response::Which w
   }
 }
 
-std::vector<TagHit> ReadHits(capnp::List<wire::TagHit>::Reader hits) {
+std::vector<TagHit> ReadHits(wire::TagHits::Reader hits) {
   std::vector<TagHit> out;
-  out.reserve(hits.size());
-  for (auto hit : hits) out.push_back(TagHit{ToString(hit.getTag()), hit.getTs()});
+  out.reserve(32);
+  protocol::ForEachTagHit(hits, [&](std::string_view name, uint64_t ts) {
+    out.push_back(TagHit{std::string(name), ts});
+  });
   return out;
 }
 

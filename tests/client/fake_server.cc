@@ -1,3 +1,4 @@
+#include "tagcache/protocol/tag_hits.h"
 #include "fake_server.h"
 
 #include <arpa/inet.h>
@@ -187,9 +188,10 @@ FakeServer::Reaction EchoHandler(int /*connection*/, wire::Request::Reader reque
       response.setNone();
       return FakeServer::Reaction::kReply;
     case wire::Request::GET_TAGS: {
-      auto hits = response.initGetTags(1);
-      const std::string tag = "u" + std::to_string(request.getGetTags().getUser());
-      hits[0].setTag(capnp::Text::Reader(tag.data(), tag.size()));
+      const std::vector<std::string> tags = {"u" + std::to_string(request.getGetTags().getUser())};
+      protocol::WriteTagHits(response.initGetTags(), tags, false,
+                             [](const std::string& t) { return std::string_view(t); },
+                             [](const std::string&) { return uint64_t{0}; });
       return FakeServer::Reaction::kReply;
     }
     default:

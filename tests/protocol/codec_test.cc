@@ -5,6 +5,7 @@
 // nesting) are refused with kj::Exception or BAD_REQUEST, never a crash.
 
 #include "tagcache/protocol/codec.h"
+#include "tagcache/protocol/tag_hits.h"
 
 #include <capnp/schema.h>
 #include <gtest/gtest.h>
@@ -264,10 +265,10 @@ std::vector<std::pair<const char*, std::function<void(wire::Response::Builder)>>
        }},
       {"getTags",
        [](wire::Response::Builder r) {
-         auto hits = r.initGetTags(2);
-         hits[0].setTag("apple_fan");
-         hits[0].setTs(5);
-         hits[1].setTag("frequent_buyer");
+         const std::vector<std::pair<std::string, uint64_t>> hits = {{"apple_fan", 5},
+                                                                      {"frequent_buyer", 0}};
+         WriteTagHits(r.initGetTags(), hits, true, [](const auto& h) { return h.first; },
+                      [](const auto& h) { return h.second; });
        }},
       {"hasTags",
        [](wire::Response::Builder r) {
@@ -279,9 +280,12 @@ std::vector<std::pair<const char*, std::function<void(wire::Response::Builder)>>
        [](wire::Response::Builder r) {
          auto users = r.initGetTagsBatch(2);
          users[0].setUser(1);
-         users[0].initTags(1)[0].setTag("a");
+         const std::vector<std::string> one = {"a"}, none;
+         auto name = [](const std::string& n) { return std::string_view(n); };
+         auto no_ts = [](const std::string&) { return uint64_t{0}; };
+         WriteTagHits(users[0].initTags(), one, false, name, no_ts);
          users[1].setUser(2);
-         users[1].initTags(0);
+         WriteTagHits(users[1].initTags(), none, false, name, no_ts);
        }},
       {"count", [](wire::Response::Builder r) { r.setCount(123456789); }},
       {"audience",
@@ -769,6 +773,64 @@ TEST(CodecTest, RandomBodyCorruptionNeverCrashes) {
     }
   }
   EXPECT_GT(accepted, 0);
+}
+
+}  // namespace
+}  // namespace tagcache::protocol
+
+namespace tagcache::protocol {
+namespace {
+
+using Hits = std::vector<std::pair<std::string, uint64_t>>;
+
+Hits ReadBack(wire::TagHits::Reader in) {
+  Hits out;
+  ForEachTagHit(in, [&](std::string_view name, uint64_t ts) { out.emplace_back(name, ts); });
+  return out;
+}
+
+TEST(protocol_TagHitsTest, RoundTripWithAndWithoutTimestamps) {
+  const Hits hits = {{"apple_fan", 17}, {"x", 1}, {"vip:gold.tier-2", 1u << 31}};
+  for (bool with_ts : {false, true}) {
+    capnp::MallocMessageBuilder message;
+    auto root = message.initRoot<wire::TagHits>();
+    WriteTagHits(root, hits, with_ts, [](const auto& h) { return h.first; },
+                 [](const auto& h) { return h.second; });
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(root.getNames().begin()),
+                          root.getNames().size()),
+              "apple_fan\nx\nvip:gold.tier-2\n");
+    Hits expected = hits;
+    if (!with_ts) {
+      for (auto& h : expected) h.second = 0;
+    }
+    EXPECT_EQ(ReadBack(root.asReader()), expected);
+  }
+}
+
+TEST(protocol_TagHitsTest, EmptyListHasNoBlob) {
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<wire::TagHits>();
+  WriteTagHits(root, Hits{}, true, [](const auto& h) { return h.first; },
+               [](const auto& h) { return h.second; });
+  EXPECT_FALSE(root.hasNames());
+  EXPECT_TRUE(ReadBack(root.asReader()).empty());
+}
+
+// The reader never fails: a peer's odd but harmless encodings are accepted,
+// and timestamps are matched to names by position (0 where missing).
+TEST(protocol_TagHitsTest, ReaderIsLenientAboutOddEncodings) {
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<wire::TagHits>();
+  const std::string blob = "\na\n\nb";  // empty names, no final '\n'
+  root.setNames(capnp::Data::Reader(reinterpret_cast<const uint8_t*>(blob.data()), blob.size()));
+  auto ts = root.initTs(3);  // three timestamps for two names: the third is ignored
+  ts.set(0, 1);
+  ts.set(1, 2);
+  ts.set(2, 3);
+  EXPECT_EQ(ReadBack(root.asReader()), (Hits{{"a", 1}, {"b", 2}}));
+  auto short_list = root.initTs(1);  // one timestamp for two names
+  short_list.set(0, 7);
+  EXPECT_EQ(ReadBack(root.asReader()), (Hits{{"a", 7}, {"b", 0}}));
 }
 
 }  // namespace

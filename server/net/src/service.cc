@@ -12,10 +12,15 @@
 #include "request_reader.h"
 #include "tagcache/protocol/bitmap.h"
 #include "tagcache/protocol/codec.h"
+#include "tagcache/protocol/tag_hits.h"
 #include "tagcache/protocol/frame.h"
 
 namespace tagcache::net {
 namespace {
+
+std::string_view HitName(const TagHit& hit) { return hit.tag; }
+uint64_t HitTs(const TagHit& hit) { return hit.ts; }
+
 
 using wire::Request;
 using wire::Response;
@@ -157,12 +162,7 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
       auto r = req.getGetTags();
       const bool with_ts = r.getWithTs();
       std::vector<TagHit> hits = engine_.GetTags(r.getUser(), with_ts);
-      auto list = resp.initGetTags(static_cast<unsigned>(hits.size()));
-      for (unsigned i = 0; i < hits.size(); ++i) {
-        auto hit = list[i];
-        CopyText(hits[i].tag, [&](unsigned n) { return hit.initTag(n); });
-        if (with_ts) hit.setTs(hits[i].ts);
-      }
+      protocol::WriteTagHits(resp.initGetTags(), hits, with_ts, HitName, HitTs);
       return StatusCode::kOk;
     }
 
@@ -191,12 +191,7 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
       for (unsigned u = 0; u < all.size(); ++u) {
         auto ut = list[u];
         ut.setUser(users[u]);
-        auto tags = ut.initTags(static_cast<unsigned>(all[u].size()));
-        for (unsigned i = 0; i < all[u].size(); ++i) {
-          auto hit = tags[i];
-          CopyText(all[u][i].tag, [&](unsigned n) { return hit.initTag(n); });
-          if (with_ts) hit.setTs(all[u][i].ts);
-        }
+        protocol::WriteTagHits(ut.initTags(), all[u], with_ts, HitName, HitTs);
       }
       return StatusCode::kOk;
     }
