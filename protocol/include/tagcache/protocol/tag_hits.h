@@ -27,7 +27,10 @@ void WriteTagHits(wire::TagHits::Builder out, const Range& hits, bool with_ts, N
     auto names = out.initNames(static_cast<unsigned>(bytes));
     uint8_t* p = names.begin();
     for (const auto& hit : hits) {
-      std::string_view name = name_of(hit);
+      // name_of may return a temporary (say a std::string by value): the
+      // reference keeps it alive while the view is used.
+      const auto& held = name_of(hit);
+      const std::string_view name(held);
       std::memcpy(p, name.data(), name.size());
       p += name.size();
       *p++ = '\n';
