@@ -4,7 +4,7 @@
 // Each user's sorted tag ids are varint delta-coded into one block from a
 // size-class slab (4-byte steps up to 64 bytes, then ~1.5x); a 32-bit slot
 // per user names its block. Freed blocks are reused, and the slab is repacked
-// when they pile up. With ~20 tags a user this costs ~1.3 bytes per
+// when they pile up. With ~18 tags a user this costs ~1.6 bytes per
 // (user, tag), against 24+ for a std::vector per user.
 // Not thread-safe: the owning shard's lock guards it.
 #pragma once
