@@ -1,7 +1,7 @@
 // net_load: a closed-loop load generator for GetTags through the client
 // library against a live tagcache-server (issue 4's "small load loop",
-// until tagbench exists). Loads N users with ~T tags each (power-law tag
-// popularity) through LoadSnapshot/CommitSnapshot, then keeps
+// until tagbench exists). Loads N users with ~M of T tags each (power-law
+// tag popularity, snapshot_load.h) through LoadSnapshot/CommitSnapshot, then keeps
 // connections x depth GetTags of uniformly random users in flight for a
 // fixed time and reports throughput and latency percentiles.
 //
@@ -12,19 +12,16 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <mutex>
 #include <random>
 #include <string>
 #include <vector>
 
-#include <roaring/roaring.hh>
-
+#include "snapshot_load.h"
 #include "tagcache/client/client.h"
 
 namespace {
@@ -68,35 +65,22 @@ bool ParseArgs(int argc, char** argv, Args* a) {
   return a->users > 0 && a->tags > 0 && a->connections > 0 && a->depth > 0 && a->seconds > 0;
 }
 
-// Tag r (1-based) has density 0.5 * r^-s, with s chosen so densities sum to `mean`.
-std::vector<double> PowerLaw(int tags, double mean) {
-  auto sum = [&](double s) {
-    double t = 0;
-    for (int r = 1; r <= tags; ++r) t += std::min(1.0, 0.5 * std::pow(r, -s));
-    return t;
-  };
-  double lo = 0, hi = 4;
-  for (int it = 0; it < 60; ++it) {
-    double mid = (lo + hi) / 2;
-    (sum(mid) > mean ? lo : hi) = mid;
-  }
-  std::vector<double> d(tags);
-  for (int r = 1; r <= tags; ++r) d[r - 1] = std::min(1.0, 0.5 * std::pow(r, -hi));
-  return d;
+tagcache::bench::DatasetSpec Spec(const Args& a) {
+  return {a.users, a.tags, a.mean, a.seed};
 }
 
-// The same users and tags as Load() draws (same seed, same order), as one
+// The same users and tags as Load() loads (ForEachDatasetMember, same seed), as one
 // `SADD u:<12-digit user> tag...` per user in RESP, for `redis-cli --pipe`;
 // the key format matches redis-benchmark's __rand_int__ (12 digits).
 int DumpForRedis(const Args& a) {
-  const std::vector<double> density = PowerLaw(a.tags, a.mean);
-  std::mt19937_64 rng(a.seed);
+  const tagcache::bench::DatasetSpec spec = Spec(a);
+  const std::vector<double> density = tagcache::bench::DatasetDensities(spec);
   std::vector<std::vector<uint16_t>> per_user(a.users);
   for (int t = 0; t < a.tags; ++t) {
-    std::bernoulli_distribution has(density[t]);
-    for (uint64_t u = 0; u < a.users; ++u) {
-      if (has(rng)) per_user[u].push_back(static_cast<uint16_t>(t));
-    }
+    tagcache::bench::ForEachDatasetMember(spec, t, density[static_cast<size_t>(t)],
+                                          [&](uint64_t u) {
+                                            per_user[u].push_back(static_cast<uint16_t>(t));
+                                          });
   }
   std::FILE* out = std::fopen(a.redis_dump.c_str(), "wb");
   if (!out) {
@@ -113,45 +97,15 @@ int DumpForRedis(const Args& a) {
 }
 
 int Load(tagcache::client::Client& client, const Args& a) {
-  const int shard_bits = client.shard_bits();
-  const std::vector<double> density = PowerLaw(a.tags, a.mean);
-  std::mt19937_64 rng(a.seed);
-  auto start = Clock::now();
-  uint64_t assignments = 0;
-  for (int t = 0; t < a.tags; ++t) {
-    char name[32];
-    std::snprintf(name, sizeof name, "tag%04d", t);
-    std::map<uint64_t, Roaring> parts;
-    std::bernoulli_distribution has(density[t]);
-    // Geometric skipping would be faster; a plain walk keeps it obviously right.
-    for (uint64_t u = 0; u < a.users; ++u) {
-      if (has(rng)) {
-        parts[u >> shard_bits].add(static_cast<uint32_t>(u & ((uint64_t{1} << shard_bits) - 1)));
-        ++assignments;
-      }
-    }
-    std::vector<uint64_t> shards;
-    for (auto& [shard, bitmap] : parts) {
-      bitmap.runOptimize();
-      std::string bytes(bitmap.getSizeInBytes(true), '\0');
-      bitmap.write(bytes.data(), true);
-      auto r = client.LoadSnapshot(name, 1, shard, bytes);
-      if (!r.ok()) {
-        std::fprintf(stderr, "LoadSnapshot %s: %s\n", name, r.status().ToString().c_str());
-        return 1;
-      }
-      shards.push_back(shard);
-    }
-    auto c = client.CommitSnapshot(name, 1, shards);
-    if (!c.ok()) {
-      std::fprintf(stderr, "CommitSnapshot %s: %s\n", name, c.status().ToString().c_str());
-      return 1;
-    }
+  const auto start = Clock::now();
+  auto loaded = tagcache::bench::LoadDataset(client, Spec(a), tagcache::bench::DefaultLoadThreads());
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "load: %s\n", loaded.status().ToString().c_str());
+    return 1;
   }
   std::printf("loaded %llu users, %d tags, %llu assignments (%.1f per user) in %.1f s\n",
               static_cast<unsigned long long>(a.users), a.tags,
-              static_cast<unsigned long long>(assignments),
-              double(assignments) / double(a.users),
+              static_cast<unsigned long long>(*loaded), double(*loaded) / double(a.users),
               std::chrono::duration<double>(Clock::now() - start).count());
   return 0;
 }

@@ -1,6 +1,6 @@
 // tagcache-server: one tagcache node on TCP. Parses flags, sets up logging,
-// creates the data directory, starts a net::Node and serves until SIGINT or
-// SIGTERM, then drains and exits 0. State is in RAM only for now.
+// starts a net::Node (which recovers the state from --data-dir first) and
+// serves until SIGINT or SIGTERM, then drains, syncs the log and exits 0.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -13,6 +13,7 @@
 #include <iostream>
 #include <string>
 #include <thread>
+#include <tuple>
 
 #include "tagcache/net/node.h"
 #include "tagcache/protocol/frame.h"
@@ -57,6 +58,28 @@ bool WritePortFile(const std::string& path, uint16_t port) {
   return !ec;
 }
 
+// "4GiB", "512MiB", "100MB", "1073741824" -> bytes. Empty string on success.
+std::string ParseBytes(const std::string& text, uint64_t& out) {
+  size_t pos = 0;
+  while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') ++pos;
+  if (pos == 0 || pos > 19) return "expected a size like 4GiB, 512MiB or 1073741824, got '" + text + "'";
+  const uint64_t n = std::stoull(text.substr(0, pos));
+  const std::string unit = text.substr(pos);
+  uint64_t mult = 0;
+  if (unit.empty() || unit == "B") mult = 1;
+  else if (unit == "KiB" || unit == "K") mult = uint64_t{1} << 10;
+  else if (unit == "MiB" || unit == "M") mult = uint64_t{1} << 20;
+  else if (unit == "GiB" || unit == "G") mult = uint64_t{1} << 30;
+  else if (unit == "TiB" || unit == "T") mult = uint64_t{1} << 40;
+  else if (unit == "KB") mult = 1000;
+  else if (unit == "MB") mult = 1000 * 1000;
+  else if (unit == "GB") mult = 1000 * 1000 * 1000;
+  else return "unknown unit '" + unit + "' in '" + text + "' (use B, KiB, MiB, GiB, TiB, KB, MB, GB)";
+  if (n > UINT64_MAX / mult) return "'" + text + "' is too large";
+  out = n * mult;
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -72,14 +95,48 @@ int main(int argc, char** argv) {
   options.workers = static_cast<int>(cores);
   options.io_threads = static_cast<int>(cores);
 
+  std::string fsync = "batch";
+  int64_t fsync_batch_ms = options.durability.batch_interval.count();
+  std::string segment_bytes = "64MiB";
+  std::string checkpoint_wal_bytes = "1GiB";
+  int64_t checkpoint_interval_s = options.durability.checkpoint_interval.count();
+  std::string wal_recovery = "strict";
+  std::string max_memory = "0";
+
   CLI::App app{
       "tagcache-server: a tagcache node. Serves tag bitmaps over TCP (protocol v1).\n"
-      "State is kept in RAM only: nothing is written to --data-dir yet (durability\n"
-      "comes in a later release), so a restarted node starts empty."};
+      "Every write is logged to --data-dir before it is acknowledged, and the state\n"
+      "is recovered from there at start (docs/OPERATIONS.md)."};
   app.option_defaults()->always_capture_default();
   app.add_option("--listen", listen,
                  "Address to listen on, HOST:PORT or [IPV6]:PORT (port 0: any)");
-  app.add_option("--data-dir", data_dir, "Data directory (created if missing; unused for now)");
+  app.add_option("--data-dir", data_dir,
+                 "Data directory for the WAL and checkpoints (created if missing). An empty "
+                 "string keeps the state in RAM only: a restart loses it");
+  app.add_option("--fsync", fsync,
+                 "When a write is acknowledged: always (after an fsync covering it, shared by "
+                 "concurrent writers), batch (after the fsync of its group, at most "
+                 "--fsync-batch-ms later), none (once written to the OS: a power loss loses "
+                 "recent writes)")
+      ->check(CLI::IsMember({"always", "batch", "none"}));
+  app.add_option("--fsync-batch-ms", fsync_batch_ms, "Group commit interval of --fsync batch")
+      ->check(CLI::Range(int64_t{1}, int64_t{10'000}));
+  app.add_option("--wal-segment-bytes", segment_bytes, "Start a new WAL segment beyond this size");
+  app.add_option("--checkpoint-wal-bytes", checkpoint_wal_bytes,
+                 "Write a checkpoint once this much WAL was written since the last one (0: never)");
+  app.add_option("--checkpoint-interval-s", checkpoint_interval_s,
+                 "Write a checkpoint at least this often while writes arrive (0: never)")
+      ->check(CLI::Range(int64_t{0}, int64_t{86'400 * 365}));
+  app.add_option("--wal-recovery", wal_recovery,
+                 "Corruption before the end of the WAL: strict (refuse to start, naming file and "
+                 "offset) or keep-valid-prefix (keep the records before it, drop the rest)")
+      ->check(CLI::IsMember({"strict", "keep-valid-prefix"}));
+  app.add_option("--recovery-threads", options.durability.recovery_threads,
+                 "Threads decoding the checkpoint at start (0: cores)")
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--max-memory", max_memory,
+                 "Refuse writes with OVERLOADED above this resident memory, e.g. 16GiB (0: no "
+                 "limit); reads keep working");
   app.add_option("--workers", options.workers, "Worker threads for heavy requests (default: cores)")
       ->check(CLI::Range(1, 1024));
   app.add_option("--io-threads", options.io_threads,
@@ -134,13 +191,33 @@ int main(int argc, char** argv) {
   options.engine.query_threads = static_cast<int>(cores);
   options.stop_on_signals = true;
 
-  std::error_code ec;
-  std::filesystem::create_directories(data_dir, ec);
-  if (ec) {
-    spdlog::error("cannot create --data-dir {}: {}", data_dir, ec.message());
-    return 1;
+  uint64_t bytes = 0;
+  for (auto [flag, text, target] :
+       {std::tuple{"--wal-segment-bytes", &segment_bytes, &options.durability.segment_bytes},
+        std::tuple{"--checkpoint-wal-bytes", &checkpoint_wal_bytes,
+                   &options.durability.checkpoint_wal_bytes},
+        std::tuple{"--max-memory", &max_memory, &options.max_memory_bytes}}) {
+    std::string error = ParseBytes(*text, bytes);
+    if (!error.empty()) {
+      spdlog::error("{}: {}", flag, error);
+      return 2;
+    }
+    *target = bytes;
   }
-  spdlog::info("data directory {} (unused: this version keeps all state in RAM)", data_dir);
+  if (options.durability.segment_bytes < 4096) {
+    spdlog::error("--wal-segment-bytes: at least 4096 bytes");
+    return 2;
+  }
+  options.durability.fsync = *tagcache::durability::ParseFsyncPolicy(fsync);
+  options.durability.batch_interval = std::chrono::milliseconds(fsync_batch_ms);
+  options.durability.checkpoint_interval = std::chrono::seconds(checkpoint_interval_s);
+  options.durability.recovery_mode = wal_recovery == "strict"
+                                         ? tagcache::storage::WalRecoveryMode::kStrict
+                                         : tagcache::storage::WalRecoveryMode::kKeepValidPrefix;
+  options.data_dir = data_dir;
+  if (data_dir.empty()) {
+    spdlog::warn("no --data-dir: state is kept in RAM only and a restart loses it");
+  }
 
   tagcache::net::Node node(std::move(options));
   tagcache::Status status = node.Start();

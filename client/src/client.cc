@@ -547,6 +547,20 @@ void Client::StatsAsync(Callback<std::vector<NodeStats>> done, const CallOptions
       "stats", true, call, Impl::AllNodes(*map, &EncodeStats), &DecodeStats, name, std::move(done));
 }
 
+void Client::CheckpointAsync(Callback<std::vector<NodeCheckpoint>> done, const CallOptions& call) {
+  auto map = impl_->map();
+  Merger<NodeCheckpoint, std::vector<NodeCheckpoint>> name =
+      [map](std::vector<NodeCheckpoint> parts) -> Result<std::vector<NodeCheckpoint>> {
+    for (size_t node = 0; node < parts.size(); ++node) parts[node].node = map->node_address(node);
+    return parts;
+  };
+  // Not idempotent for the retry logic: a re-send after a lost connection
+  // would start a second checkpoint while the node may still write the first.
+  impl_->Scatter<NodeCheckpoint, std::vector<NodeCheckpoint>>(
+      "checkpoint", false, call, Impl::AllNodes(*map, &EncodeCheckpoint), &DecodeCheckpoint, name,
+      std::move(done));
+}
+
 // ---- Sync calls -------------------------------------------------------------
 
 Result<std::chrono::microseconds> Client::Ping(const CallOptions& call) {
@@ -623,6 +637,11 @@ Result<CommitOutcome> Client::CommitSnapshot(const std::string& tag, Timestamp t
 Result<std::vector<NodeStats>> Client::Stats(const CallOptions& call) {
   return impl_->Wait<std::vector<NodeStats>>(
       [&](Callback<std::vector<NodeStats>> done) { StatsAsync(std::move(done), call); });
+}
+
+Result<std::vector<NodeCheckpoint>> Client::Checkpoint(const CallOptions& call) {
+  return impl_->Wait<std::vector<NodeCheckpoint>>(
+      [&](Callback<std::vector<NodeCheckpoint>> done) { CheckpointAsync(std::move(done), call); });
 }
 
 // ---- Free functions ---------------------------------------------------------

@@ -185,6 +185,10 @@ std::vector<uint8_t> EncodeStats(uint64_t id) {
   return Encode(id, [](wire::Request::Builder r) { r.setStats(); });
 }
 
+std::vector<uint8_t> EncodeCheckpoint(uint64_t id) {
+  return Encode(id, [](wire::Request::Builder r) { r.setCheckpoint(); });
+}
+
 Status ResponseStatus(const wire::Response::Reader& response) {
   const wire::Status status = response.getStatus();
   if (status == wire::Status::OK) return Status::Ok();
@@ -352,6 +356,38 @@ Result<NodeStats> DecodeStats(const wire::Response::Reader& response) {
     out.snapshots_applied = s.getSnapshotsApplied();
     out.snapshots_stale = s.getSnapshotsStale();
     out.snapshot_ties = s.getSnapshotTies();
+    out.fsync_policy = ToString(s.getFsyncPolicy());
+    out.wal_segment = s.getWalSegment();
+    out.wal_bytes = s.getWalBytes();
+    out.wal_bytes_since_checkpoint = s.getWalBytesSinceCheckpoint();
+    out.wal_records = s.getWalRecords();
+    out.wal_groups = s.getWalGroups();
+    out.fsyncs = s.getFsyncs();
+    out.fsync_micros_total = s.getFsyncMicrosTotal();
+    out.fsync_micros_max = s.getFsyncMicrosMax();
+    out.writes_refused_io = s.getWritesRefusedIo();
+    out.checkpoints = s.getCheckpoints();
+    out.checkpoint_failures = s.getCheckpointFailures();
+    out.last_checkpoint_unix_ms = s.getLastCheckpointUnixMs();
+    out.last_checkpoint_bytes = s.getLastCheckpointBytes();
+    out.torn_tails_dropped = s.getTornTailsDropped();
+    out.recovery_micros = s.getRecoveryMicros();
+    out.memory_bytes = s.getMemoryBytes();
+    out.max_memory_bytes = s.getMaxMemoryBytes();
+    out.writes_refused_memory = s.getWritesRefusedMemory();
+    return out;
+  });
+}
+
+Result<NodeCheckpoint> DecodeCheckpoint(const wire::Response::Reader& response) {
+  return Decode<NodeCheckpoint>(response, wire::Response::CHECKPOINT, "checkpoint", [&] {
+    auto reply = response.getCheckpoint();
+    NodeCheckpoint out;
+    out.path = ToString(reply.getPath());
+    out.wal_segment = reply.getWalSegment();
+    out.bytes = reply.getBytes();
+    out.micros = reply.getMicros();
+    out.segments_removed = reply.getSegmentsRemoved();
     return out;
   });
 }

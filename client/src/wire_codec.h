@@ -41,6 +41,7 @@ std::vector<uint8_t> EncodeLoadSnapshot(uint64_t id, const std::string& tag, Tim
 std::vector<uint8_t> EncodeCommitSnapshot(uint64_t id, const std::string& tag, Timestamp ts,
                                           const std::vector<uint64_t>& shards);
 std::vector<uint8_t> EncodeStats(uint64_t id);
+std::vector<uint8_t> EncodeCheckpoint(uint64_t id);
 
 // The node's status and message as a Status (OK when the status is ok).
 Status ResponseStatus(const wire::Response::Reader& response);
@@ -59,5 +60,6 @@ Result<SnapshotOutcome> DecodeLoadSnapshot(const wire::Response::Reader& respons
 // INCOMPLETE with the reply present is OK with missing_shards filled in.
 Result<CommitOutcome> DecodeCommitSnapshot(const wire::Response::Reader& response);
 Result<NodeStats> DecodeStats(const wire::Response::Reader& response);
+Result<NodeCheckpoint> DecodeCheckpoint(const wire::Response::Reader& response);
 
 }  // namespace tagcache::client

@@ -15,6 +15,9 @@ using client::Client;
 constexpr uint32_t kFilePageSize = 65536;
 // Page size of a plain `audience` without --limit.
 constexpr uint32_t kDefaultPageSize = 100;
+// Least deadline of `checkpoint`: a node writes its whole state, which takes
+// minutes on a large one, far beyond the --timeout meant for queries.
+constexpr std::chrono::milliseconds kMinCheckpointTimeout = std::chrono::minutes(10);
 
 uint64_t NowMs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -116,7 +119,14 @@ Result<Report> Execute(const Invocation& inv) {
     case Command::kStats: {
       auto stats = client.Stats();
       if (!stats.ok()) return stats.status();
-      return Report(StatsReport{std::move(stats).value()});
+      return Report(StatsReport{std::move(stats).value(), NowMs()});
+    }
+    case Command::kCheckpoint: {
+      client::CallOptions call;
+      call.timeout = std::max(inv.timeout, kMinCheckpointTimeout);
+      auto checkpoints = client.Checkpoint(call);
+      if (!checkpoints.ok()) return checkpoints.status();
+      return Report(CheckpointReport{std::move(checkpoints).value()});
     }
     case Command::kPing: {
       auto rtt = client.Ping();

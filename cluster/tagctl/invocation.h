@@ -10,7 +10,18 @@
 
 namespace tagcache::tagctl {
 
-enum class Command { kGet, kHas, kSet, kClear, kCount, kAudience, kTopTags, kStats, kPing };
+enum class Command {
+  kGet,
+  kHas,
+  kSet,
+  kClear,
+  kCount,
+  kAudience,
+  kTopTags,
+  kStats,
+  kCheckpoint,
+  kPing,
+};
 
 enum class AudienceFormat { kIds, kRoaring };
 

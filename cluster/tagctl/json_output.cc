@@ -55,6 +55,33 @@ Json ToJson(const TopTagsReport& r) {
   return {{"tags", std::move(tags)}};
 }
 
+// null on a node without a data directory, as the human output's "none".
+Json DurabilityJson(const client::NodeStats& n) {
+  if (n.fsync_policy.empty()) return nullptr;
+  return {{"fsync_policy", n.fsync_policy},
+          {"wal_segment", n.wal_segment},
+          {"wal_bytes", n.wal_bytes},
+          {"wal_bytes_since_checkpoint", n.wal_bytes_since_checkpoint},
+          {"wal_records", n.wal_records},
+          {"wal_groups", n.wal_groups},
+          {"fsyncs", n.fsyncs},
+          {"fsync_micros_total", n.fsync_micros_total},
+          {"fsync_micros_max", n.fsync_micros_max},
+          {"writes_refused_io", n.writes_refused_io},
+          {"checkpoints", n.checkpoints},
+          {"checkpoint_failures", n.checkpoint_failures},
+          {"last_checkpoint_unix_ms", n.last_checkpoint_unix_ms},
+          {"last_checkpoint_bytes", n.last_checkpoint_bytes},
+          {"torn_tails_dropped", n.torn_tails_dropped},
+          {"recovery_micros", n.recovery_micros}};
+}
+
+Json MemoryJson(const client::NodeStats& n) {
+  return {{"memory_bytes", n.memory_bytes},
+          {"max_memory_bytes", n.max_memory_bytes},
+          {"writes_refused_memory", n.writes_refused_memory}};
+}
+
 Json ToJson(const StatsReport& r) {
   Json nodes = Json::array();
   for (const auto& n : r.nodes) {
@@ -82,7 +109,22 @@ Json ToJson(const StatsReport& r) {
                      {"snapshots_applied", n.snapshots_applied},
                      {"snapshots_stale", n.snapshots_stale},
                      {"snapshot_ties", n.snapshot_ties},
+                     {"durability", DurabilityJson(n)},
+                     {"memory", MemoryJson(n)},
                      {"requests", std::move(requests)}});
+  }
+  return {{"nodes", std::move(nodes)}};
+}
+
+Json ToJson(const CheckpointReport& r) {
+  Json nodes = Json::array();
+  for (const auto& c : r.nodes) {
+    nodes.push_back({{"node", c.node},
+                     {"path", c.path},
+                     {"wal_segment", c.wal_segment},
+                     {"bytes", c.bytes},
+                     {"micros", c.micros},
+                     {"segments_removed", c.segments_removed}});
   }
   return {{"nodes", std::move(nodes)}};
 }

@@ -99,6 +99,8 @@ int main(int argc, char** argv) {
   top->callback([&] { inv.command = Command::kTopTags; });
 
   app.add_subcommand("stats", "Node statistics")->callback([&] { inv.command = Command::kStats; });
+  app.add_subcommand("checkpoint", "Write a checkpoint on every node now; prints path, size, time")
+      ->callback([&] { inv.command = Command::kCheckpoint; });
   app.add_subcommand("ping", "Round trip to every node")->callback([&] {
     inv.command = Command::kPing;
   });

@@ -55,6 +55,13 @@ struct TopTagsReport {
 
 struct StatsReport {
   std::vector<client::NodeStats> nodes;
+  // This host's clock when the answer came: the human output shows the
+  // last checkpoint's age from it.
+  uint64_t now_unix_ms = 0;
+};
+
+struct CheckpointReport {
+  std::vector<client::NodeCheckpoint> nodes;
 };
 
 struct PingReport {
@@ -63,8 +70,9 @@ struct PingReport {
   int shard_bits = 0;
 };
 
-using Report = std::variant<GetReport, HasReport, WriteReport, CountReport, AudienceReport,
-                            AudienceFileReport, TopTagsReport, StatsReport, PingReport>;
+using Report =
+    std::variant<GetReport, HasReport, WriteReport, CountReport, AudienceReport, AudienceFileReport,
+                 TopTagsReport, StatsReport, CheckpointReport, PingReport>;
 
 // Human-readable output (one fact a line; see docs/CLI.md).
 void PrintHuman(const Report& report, std::ostream& out);

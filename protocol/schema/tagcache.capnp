@@ -73,6 +73,7 @@ struct Request {
     loadSnapshot @11 :LoadSnapshot;
     commitSnapshot @12 :CommitSnapshot;
     stats @13 :Void;
+    checkpoint @14 :Void;   # admin: write a checkpoint now (a node with a data directory)
   }
 
   struct Hello {
@@ -141,6 +142,7 @@ struct Response {
     loadSnapshot @13 :LoadSnapshotReply;
     commitSnapshot @14 :CommitSnapshotReply;
     stats @15 :StatsReply;
+    checkpoint @16 :CheckpointReply;
   }
 
   struct HelloReply {
@@ -188,6 +190,34 @@ struct Response {
     snapshotsApplied @13 :UInt64;
     snapshotsStale @14 :UInt64;
     snapshotTies @15 :UInt64;
+    # Durability (zero / empty on a node without a data directory).
+    fsyncPolicy @16 :Text;              # "always", "batch", "none"; empty: no WAL
+    walSegment @17 :UInt64;
+    walBytes @18 :UInt64;               # appended since start
+    walBytesSinceCheckpoint @19 :UInt64;
+    walRecords @20 :UInt64;
+    walGroups @21 :UInt64;              # group commits (one write, at most one fsync each)
+    fsyncs @22 :UInt64;
+    fsyncMicrosTotal @23 :UInt64;
+    fsyncMicrosMax @24 :UInt64;
+    writesRefusedIo @25 :UInt64;        # writes that could not be logged (disk full, I/O error)
+    checkpoints @26 :UInt64;
+    checkpointFailures @27 :UInt64;
+    lastCheckpointUnixMs @28 :UInt64;   # 0: none since start
+    lastCheckpointBytes @29 :UInt64;
+    tornTailsDropped @30 :UInt64;       # at the last start
+    recoveryMicros @31 :UInt64;
+    # Memory limit.
+    memoryBytes @32 :UInt64;            # resident set size of the process
+    maxMemoryBytes @33 :UInt64;         # 0: no limit
+    writesRefusedMemory @34 :UInt64;
+  }
+  struct CheckpointReply {
+    path @0 :Text;
+    walSegment @1 :UInt64;  # WAL segments from this one on are replayed after it
+    bytes @2 :UInt64;
+    micros @3 :UInt64;
+    segmentsRemoved @4 :UInt64;
   }
   struct KindStats {
     kind @0 :Text;        # e.g. "getTags"

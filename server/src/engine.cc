@@ -51,11 +51,8 @@ Status BadTagName(std::string_view name) {
                             ": a tag is 1-128 bytes of [A-Za-z0-9_.:-]");
 }
 
-// XXH3-64 of the sorted members as little-endian u32: the content digest
-// that breaks ties between different snapshots with the same ts.
-uint64_t DigestOf(const Roaring& members) {
-  XXH3_state_t* state = XXH3_createState();
-  XXH3_64bits_reset(state);
+// Feeds the sorted members to `state` as little-endian u32.
+void HashMembers(XXH3_state_t* state, const Roaring& members) {
   struct Ctx {
     XXH3_state_t* state;
     uint32_t buf[1024];
@@ -74,21 +71,72 @@ uint64_t DigestOf(const Roaring& members) {
       },
       &ctx);
   if (ctx.n > 0) XXH3_64bits_update(state, ctx.buf, ctx.n * sizeof(uint32_t));
+}
+
+// XXH3-64 of the sorted members as little-endian u32: the content digest
+// that breaks ties between different snapshots with the same ts.
+uint64_t DigestOf(const Roaring& members) {
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  HashMembers(state, members);
   uint64_t digest = XXH3_64bits_digest(state);
   XXH3_freeState(state);
   return digest;
 }
 
-// Per-tag state that is not per shard: the name and rule 4's "empty as of
-// S" for shards without state.
+// Rule 4 for one tag: the shard's floor is the newest commit that did not
+// name it, and a shard's column starts "empty as of" its floor. Stored as
+// the newest commit's ts plus the exceptions: the shards every commit at
+// that ts named, each with the newest commit that did not name it (nullopt:
+// none). Every named shard is recorded, received or not, so the record
+// depends only on the set of commits, never on what had arrived when each
+// came: two records can then be merged, and compared by digest.
+struct TagFloor {
+  bool has_floor = false;
+  Timestamp floor_ts = 0;
+  std::unordered_map<uint64_t, std::optional<Timestamp>> missing;
+
+  bool operator==(const TagFloor&) const = default;
+
+  std::optional<Timestamp> For(uint64_t shard) const {
+    if (auto it = missing.find(shard); it != missing.end()) return it->second;
+    if (has_floor) return floor_ts;
+    return std::nullopt;
+  }
+
+  // Every shard's floor becomes the larger of the two records' (nullopt is
+  // the lowest). That is exactly the record of the union of the two sets of
+  // commits, since a floor is a maximum over commits, so the merge is
+  // commutative, associative and idempotent. Spelled out: a newer incoming
+  // floor_ts adopts the incoming exceptions, each raised to this record's
+  // floor for the shard; at equal floor_ts only shards that are exceptions
+  // in both stay so (a commit at floor_ts that did not name a shard empties
+  // it as of floor_ts), with the larger floor; an older incoming floor_ts
+  // raises this record's exceptions like a late, older commit does. A shard
+  // is never emptied beyond what some commit received by either side says.
+  void Join(const TagFloor& other) {
+    if (!other.has_floor) return;
+    TagFloor out;
+    out.has_floor = true;
+    out.floor_ts = has_floor ? std::max(floor_ts, other.floor_ts) : other.floor_ts;
+    auto keep = [&](uint64_t shard) {
+      std::optional<Timestamp> floor = std::max(For(shard), other.For(shard));
+      if (floor < out.floor_ts) out.missing[shard] = floor;
+    };
+    for (const auto& [shard, floor] : missing) keep(shard);
+    for (const auto& [shard, floor] : other.missing) keep(shard);
+    *this = std::move(out);
+  }
+};
+
+// Per-tag state that is not per shard.
 struct TagInfo {
   std::string name;
-  bool has_floor = false;
-  Timestamp floor_ts = 0;  // newest commit: shards without state are empty as of it...
-  // ...except named shards whose part was missing at that commit; they keep
-  // the floor they had (nullopt: none) until state for them appears.
-  std::unordered_map<uint64_t, std::optional<Timestamp>> missing;
+  TagFloor floor;
 };
+
+// How a base (a snapshot, or rule 4's "empty as of S") met a column's base.
+enum class BaseJoin : uint8_t { kStale, kDuplicate, kTieLost, kTieWon, kApplied };
 
 struct StringHash {
   using is_transparent = void;
@@ -117,27 +165,31 @@ class Engine::Impl {
                                       .count());
   }
 
+  void SetFutureCheck(bool enabled) { future_check_.store(enabled, std::memory_order_relaxed); }
+
   // The largest ts a write may carry now (max_future_ms ahead of the clock).
   Timestamp NewestAllowedTs() const {
-    if (opts_.max_future_ms == 0) return std::numeric_limits<Timestamp>::max();
+    if (opts_.max_future_ms == 0 || !future_check_.load(std::memory_order_relaxed)) {
+      return std::numeric_limits<Timestamp>::max();
+    }
     Timestamp now = Now();
     return now > std::numeric_limits<Timestamp>::max() - opts_.max_future_ms
                ? std::numeric_limits<Timestamp>::max()
                : now + opts_.max_future_ms;
   }
 
-  Status CheckFuture(Timestamp ts, std::string_view what) {
-    if (opts_.max_future_ms == 0) return Status::Ok();
+  Status CheckFuture(Timestamp ts, std::string_view what) const {
+    return ts > NewestAllowedTs() ? RefuseFuture(ts, what) : Status::Ok();
+  }
+
+  // REQUIRES: ts > NewestAllowedTs() (the caller read the check's switch once).
+  Status RefuseFuture(Timestamp ts, std::string_view what) const {
+    counters_.writes_refused_future.fetch_add(1, std::memory_order_relaxed);
     Timestamp now = Now();
-    if (ts > now && ts - now > opts_.max_future_ms) {
-      counters_.writes_refused_future.fetch_add(1, std::memory_order_relaxed);
-      return Status::FutureTimestamp(std::string(what) + ": ts " + std::to_string(ts) + " is " +
-                                     std::to_string(ts - now) +
-                                     " ms ahead of the node clock (" + std::to_string(now) +
-                                     "); the bound is " + std::to_string(opts_.max_future_ms) +
-                                     " ms");
-    }
-    return Status::Ok();
+    return Status::FutureTimestamp(
+        std::string(what) + ": ts " + std::to_string(ts) + " is " +
+        std::to_string(ts > now ? ts - now : 0) + " ms ahead of the node clock (" +
+        std::to_string(now) + "); the bound is " + std::to_string(opts_.max_future_ms) + " ms");
   }
 
   // ---- Tag registry (tags_mu_ is always the innermost lock) ---------------
@@ -225,13 +277,7 @@ class Engine::Impl {
     if (!col) {
       col = std::make_unique<TagColumn>();
       std::shared_lock lock(tags_mu_);
-      const TagInfo& info = tags_[tag];
-      std::optional<Timestamp> floor;
-      if (auto it = info.missing.find(shard.id); it != info.missing.end()) {
-        floor = it->second;
-      } else if (info.has_floor) {
-        floor = info.floor_ts;
-      }
+      std::optional<Timestamp> floor = tags_[tag].floor.For(shard.id);
       if (floor) {  // rule 4: this shard is empty as of the tag's last commit
         col->has_base = true;
         col->base_ts = *floor;
@@ -242,8 +288,10 @@ class Engine::Impl {
 
   // ---- Writes ----------------------------------------------------------------
 
-  Result<ApplyEventsResult> ApplyEvents(std::span<const Event> events) {
-    // Validate the whole batch first; messages are built only on failure.
+  // ---- Write checks (before a write is logged, and again when applied) ------
+
+  Status CheckEvents(std::span<const Event> events) const {
+    // Messages are built only on failure.
     const Timestamp newest_allowed = NewestAllowedTs();
     for (size_t i = 0; i < events.size(); ++i) {
       if (!IsValidTagName(events[i].tag)) {
@@ -251,9 +299,37 @@ class Engine::Impl {
         return Status::BadRequest("event " + std::to_string(i) + ": " + s.message());
       }
       if (events[i].ts > newest_allowed) {
-        return CheckFuture(events[i].ts, "event " + std::to_string(i));
+        return RefuseFuture(events[i].ts, "event " + std::to_string(i));
       }
     }
+    return Status::Ok();
+  }
+
+  Status CheckSnapshot(std::string_view tag, Timestamp ts, uint64_t shard_id,
+                       const Roaring& offsets) const {
+    if (!IsValidTagName(tag)) return BadTagName(tag);
+    if (shard_bits_ < 32 && shard_id >= (uint64_t{1} << (64 - shard_bits_))) {
+      return Status::BadRequest("shard " + std::to_string(shard_id) + " is out of range for " +
+                                std::to_string(shard_bits_) + " shard bits");
+    }
+    if (!offsets.isEmpty() && offsets.maximum() >= (uint64_t{1} << shard_bits_)) {
+      return Status::BadRequest("snapshot of tag " + Quoted(tag) + " for shard " +
+                                std::to_string(shard_id) + " has offset " +
+                                std::to_string(offsets.maximum()) + ", beyond the shard's " +
+                                std::to_string(uint64_t{1} << shard_bits_) + " users");
+    }
+    return CheckFuture(ts, "snapshot of tag " + Quoted(tag));
+  }
+
+  Status CheckCommit(std::string_view tag, Timestamp ts) const {
+    if (!IsValidTagName(tag)) return BadTagName(tag);
+    return CheckFuture(ts, "commit of tag " + Quoted(tag));
+  }
+
+  Result<ApplyEventsResult> ApplyEvents(std::span<const Event> events) {
+    // Validate the whole batch first: it is applied whole or not at all.
+    Status checked = CheckEvents(events);
+    if (!checked.ok()) return checked;
     // Group by shard so each shard's lock is taken once per batch.
     struct Item {
       uint64_t shard;
@@ -346,23 +422,44 @@ class Engine::Impl {
                                               const Roaring& members, uint64_t digest) {
     TagColumn& col = GetOrCreateColumn(shard, tag);
     shard.known |= members;  // even if stale: see ApplyEvents on known users
-    if (col.has_base) {
-      if (ts < col.base_ts) {
+    const Timestamp held_ts = col.base_ts;
+    switch (JoinBaseLocked(shard, tag, col, ts, members, digest)) {
+      case BaseJoin::kStale:
         counters_.snapshots_stale.fetch_add(1, std::memory_order_relaxed);
-        return Status::StaleSnapshot(
-            "snapshot of tag " + Quoted(TagName(tag)) + " as of " + std::to_string(ts) +
-            " for shard " + std::to_string(shard.id) + " is older than the snapshot as of " +
-            std::to_string(col.base_ts) + " already applied");
-      }
-      if (ts == col.base_ts) {
-        if (digest == col.base_digest) {
-          counters_.snapshots_duplicate.fetch_add(1, std::memory_order_relaxed);
-          return SnapshotOutcome::kDuplicate;
-        }
+        return Status::StaleSnapshot("snapshot of tag " + Quoted(TagName(tag)) + " as of " +
+                                     std::to_string(ts) + " for shard " + std::to_string(shard.id) +
+                                     " is older than the snapshot as of " +
+                                     std::to_string(held_ts) + " already applied");
+      case BaseJoin::kDuplicate:
+        counters_.snapshots_duplicate.fetch_add(1, std::memory_order_relaxed);
+        return SnapshotOutcome::kDuplicate;
+      case BaseJoin::kTieLost:
         counters_.snapshot_ties.fetch_add(1, std::memory_order_relaxed);
+        return SnapshotOutcome::kTieLost;
+      case BaseJoin::kTieWon:
+        counters_.snapshot_ties.fetch_add(1, std::memory_order_relaxed);
+        counters_.snapshots_applied.fetch_add(1, std::memory_order_relaxed);
+        return SnapshotOutcome::kTieWon;
+      case BaseJoin::kApplied:
+        break;
+    }
+    counters_.snapshots_applied.fetch_add(1, std::memory_order_relaxed);
+    return SnapshotOutcome::kApplied;
+  }
+
+  // Rule 3's join of a base into a column, uncounted: the newer base wins,
+  // at equal ts the larger digest (so replicas agree whatever the order);
+  // overrides at or below the winner are dropped and the rest re-applied on
+  // top. REQUIRES: shard.mu held exclusively.
+  BaseJoin JoinBaseLocked(Shard& shard, uint32_t tag, TagColumn& col, Timestamp ts,
+                          const Roaring& members, uint64_t digest) {
+    if (col.has_base) {
+      if (ts < col.base_ts) return BaseJoin::kStale;
+      if (ts == col.base_ts) {
+        if (digest == col.base_digest) return BaseJoin::kDuplicate;
         // Different content at the same ts: an operator error, but replicas
         // must agree, so the larger digest wins wherever it arrives first.
-        if (digest < col.base_digest) return SnapshotOutcome::kTieLost;
+        if (digest < col.base_digest) return BaseJoin::kTieLost;
       }
     }
     const bool tie = col.has_base && ts == col.base_ts;
@@ -386,24 +483,12 @@ class Engine::Impl {
     col.base_ts = ts;
     col.base_digest = digest;
     col.has_base = true;
-    counters_.snapshots_applied.fetch_add(1, std::memory_order_relaxed);
-    return tie ? SnapshotOutcome::kTieWon : SnapshotOutcome::kApplied;
+    return tie ? BaseJoin::kTieWon : BaseJoin::kApplied;
   }
 
   Result<SnapshotOutcome> ApplySnapshot(std::string_view tag, Timestamp ts, uint64_t shard_id,
                                         const Roaring& offsets) {
-    if (!IsValidTagName(tag)) return BadTagName(tag);
-    if (shard_bits_ < 32 && shard_id >= (uint64_t{1} << (64 - shard_bits_))) {
-      return Status::BadRequest("shard " + std::to_string(shard_id) + " is out of range for " +
-                                std::to_string(shard_bits_) + " shard bits");
-    }
-    if (!offsets.isEmpty() && offsets.maximum() >= (uint64_t{1} << shard_bits_)) {
-      return Status::BadRequest("snapshot of tag " + Quoted(tag) + " for shard " +
-                                std::to_string(shard_id) + " has offset " +
-                                std::to_string(offsets.maximum()) + ", beyond the shard's " +
-                                std::to_string(uint64_t{1} << shard_bits_) + " users");
-    }
-    Status s = CheckFuture(ts, "snapshot of tag " + Quoted(tag));
+    Status s = CheckSnapshot(tag, ts, shard_id, offsets);
     if (!s.ok()) return s;
     uint32_t tag_id = GetOrCreateTag(tag);
     uint64_t digest = DigestOf(offsets);
@@ -414,8 +499,7 @@ class Engine::Impl {
 
   Result<CommitOutcome> CommitSnapshot(std::string_view tag, Timestamp ts,
                                        std::span<const uint64_t> named_span) {
-    if (!IsValidTagName(tag)) return BadTagName(tag);
-    Status s = CheckFuture(ts, "commit of tag " + Quoted(tag));
+    Status s = CheckCommit(tag, ts);
     if (!s.ok()) return s;
     uint32_t tag_id = GetOrCreateTag(tag);
     std::vector<uint64_t> named(named_span.begin(), named_span.end());
@@ -438,24 +522,26 @@ class Engine::Impl {
     // concurrently already starts empty as of ts.
     {
       std::unique_lock lock(tags_mu_);
-      TagInfo& info = tags_[tag_id];
-      if (!info.has_floor || ts > info.floor_ts) {
-        std::optional<Timestamp> previous;
-        if (info.has_floor) previous = info.floor_ts;
+      TagFloor& floor = tags_[tag_id].floor;
+      if (!floor.has_floor || ts > floor.floor_ts) {
+        // Named shards keep the floor they had, received or not: see TagFloor.
         std::unordered_map<uint64_t, std::optional<Timestamp>> missing;
-        for (uint64_t id : outcome.missing_shards) {
-          auto it = info.missing.find(id);
-          missing[id] = it != info.missing.end() ? it->second : previous;
-        }
-        info.missing = std::move(missing);
-        info.has_floor = true;
-        info.floor_ts = ts;
-      } else if (ts < info.floor_ts) {
-        // A late, older commit still raises the floor of shards it did not name.
-        for (auto& [id, floor] : info.missing) {
-          if (!std::binary_search(named.begin(), named.end(), id) && (!floor || *floor < ts)) {
-            floor = ts;
+        for (uint64_t id : named) missing[id] = floor.For(id);
+        floor.missing = std::move(missing);
+        floor.has_floor = true;
+        floor.floor_ts = ts;
+      } else {
+        // A late, older (or equal) commit still raises the floor of the
+        // shards it did not name; raised to floor_ts, a shard is no longer
+        // an exception.
+        for (auto it = floor.missing.begin(); it != floor.missing.end();) {
+          auto& [id, shard_floor] = *it;
+          if (!std::binary_search(named.begin(), named.end(), id) &&
+              (!shard_floor || *shard_floor < ts)) {
+            shard_floor = ts;
           }
+          it = shard_floor && *shard_floor >= floor.floor_ts ? floor.missing.erase(it)
+                                                             : std::next(it);
         }
       }
     }
@@ -695,6 +781,330 @@ class Engine::Impl {
     return out;
   }
 
+  // ---- State transfer ----------------------------------------------------------
+
+  std::vector<TagState> ExportTags() const {
+    std::shared_lock lock(tags_mu_);
+    std::vector<TagState> out(tags_.size());
+    for (size_t t = 0; t < tags_.size(); ++t) {
+      const TagFloor& floor = tags_[t].floor;
+      out[t].name = tags_[t].name;
+      out[t].has_floor = floor.has_floor;
+      out[t].floor_ts = floor.floor_ts;
+      out[t].missing.assign(floor.missing.begin(), floor.missing.end());
+      std::sort(out[t].missing.begin(), out[t].missing.end());
+    }
+    return out;
+  }
+
+  std::vector<uint64_t> ShardIds() const {
+    std::shared_lock lock(shards_mu_);
+    std::vector<uint64_t> out;
+    out.reserve(shards_.size());
+    for (const auto& [id, shard] : shards_) out.push_back(id);
+    return out;
+  }
+
+  ShardState ExportShard(uint64_t id) const {
+    ShardState out;
+    out.shard = id;
+    const Shard* shard = FindShard(id);
+    if (!shard) return out;
+    std::vector<uint32_t> tag_ids;
+    {
+      std::shared_lock lock(shard->mu);
+      out.known = shard->known;
+      for (uint32_t t = 0; t < shard->columns.size(); ++t) {
+        const TagColumn* col = shard->columns[t].get();
+        if (!col) continue;
+        tag_ids.push_back(t);
+        ColumnState& c = out.columns.emplace_back();
+        c.bitmap = col->bitmap;
+        c.base_ts = col->base_ts;
+        c.base_digest = col->base_digest;
+        c.has_base = col->has_base;
+        c.overrides.reserve(col->overrides.size());
+        col->overrides.ForEach([&](uint32_t offset, const Override& ov) {
+          c.overrides.push_back(OverrideState{offset, ov.ts, ov.op});
+        });
+      }
+    }
+    for (ColumnState& c : out.columns) {
+      std::sort(c.overrides.begin(), c.overrides.end(),
+                [](const OverrideState& a, const OverrideState& b) { return a.offset < b.offset; });
+    }
+    // Names once the shard's lock is released: tag creation need not wait for the copy.
+    std::shared_lock lock(tags_mu_);
+    for (size_t i = 0; i < out.columns.size(); ++i) out.columns[i].tag = tags_[tag_ids[i]].name;
+    return out;
+  }
+
+  Status MergeTags(std::span<const TagState> tags) {
+    for (const TagState& t : tags) {
+      if (!IsValidTagName(t.name)) return BadTagName(t.name);
+      for (const auto& [shard, floor] : t.missing) {
+        // An exception is a floor below the tag's: anything else has no meaning.
+        if (!t.has_floor || (floor && *floor >= t.floor_ts)) {
+          return Status::BadRequest("tag " + Quoted(t.name) + ": shard " + std::to_string(shard) +
+                                    "'s floor must be below the tag's floor");
+        }
+      }
+    }
+    // Created in the order given, so a restore reproduces the creation order
+    // GetTags reports.
+    std::vector<uint32_t> ids;
+    ids.reserve(tags.size());
+    for (const TagState& t : tags) ids.push_back(GetOrCreateTag(t.name));
+    for (size_t i = 0; i < tags.size(); ++i) {
+      if (!tags[i].has_floor) continue;
+      TagFloor incoming;
+      incoming.has_floor = true;
+      incoming.floor_ts = tags[i].floor_ts;
+      for (const auto& [shard, floor] : tags[i].missing) {
+        auto [it, inserted] = incoming.missing.emplace(shard, floor);
+        if (!inserted) it->second = std::max(it->second, floor);
+      }
+      TagFloor before, after;
+      {
+        std::unique_lock lock(tags_mu_);
+        TagFloor& floor = tags_[ids[i]].floor;
+        before = floor;
+        floor.Join(incoming);
+        after = floor;
+      }
+      if (after != before) RaiseColumnFloors(ids[i], before, after);
+    }
+    return Status::Ok();
+  }
+
+  // A raised floor empties the tag's existing columns as of it, as the
+  // commit behind it did where it arrived: columns created from now on start
+  // from the new floor anyway.
+  void RaiseColumnFloors(uint32_t tag, const TagFloor& before, const TagFloor& after) {
+    static const Roaring kEmpty;
+    for (Shard* shard : AllShards()) {
+      std::optional<Timestamp> floor = after.For(shard->id);
+      if (!floor || floor <= before.For(shard->id)) continue;
+      std::unique_lock lock(shard->mu);
+      if (tag >= shard->columns.size() || !shard->columns[tag]) continue;
+      JoinBaseLocked(*shard, tag, *shard->columns[tag], *floor, kEmpty, internal::kEmptyDigest);
+    }
+  }
+
+  Status MergeShard(const ShardState& state) {
+    if (Status s = CheckShardState(state); !s.ok()) return s;
+    if (state.columns.empty() && state.known.isEmpty()) return Status::Ok();
+    std::vector<uint32_t> ids;
+    ids.reserve(state.columns.size());
+    for (const ColumnState& c : state.columns) ids.push_back(GetOrCreateTag(c.tag));
+    Shard& shard = GetOrCreateShard(state.shard);
+    std::unique_lock lock(shard.mu);
+    // Into a shard without columns (a restore, a moved shard) the per-user
+    // index is built once at the end instead of one Add per assignment.
+    const bool bulk = std::none_of(shard.columns.begin(), shard.columns.end(),
+                                   [](const auto& col) { return col != nullptr; });
+    shard.known |= state.known;
+    for (size_t i = 0; i < state.columns.size(); ++i) {
+      const ColumnState& in = state.columns[i];
+      const bool existed = shard.Column(ids[i]) != nullptr;
+      TagColumn& col = GetOrCreateColumn(shard, ids[i]);
+      if (!existed && !col.has_base) {
+        InstallColumnLocked(shard, ids[i], col, in, /*update_index=*/!bulk);
+      } else {
+        MergeColumnLocked(shard, ids[i], col, in, /*update_index=*/!bulk);
+      }
+    }
+    if (bulk) {
+      std::vector<const Roaring*> by_tag(shard.columns.size(), nullptr);
+      for (size_t t = 0; t < shard.columns.size(); ++t) {
+        if (shard.columns[t]) by_tag[t] = &shard.columns[t]->bitmap;
+      }
+      shard.index.BuildFrom(by_tag);
+    }
+    return Status::Ok();
+  }
+
+  // Everything MergeShard refuses, checked before anything is applied.
+  Status CheckShardState(const ShardState& state) const {
+    if (shard_bits_ < 32 && state.shard >= (uint64_t{1} << (64 - shard_bits_))) {
+      return Status::BadRequest("shard " + std::to_string(state.shard) + " is out of range for " +
+                                std::to_string(shard_bits_) + " shard bits");
+    }
+    const uint64_t users = uint64_t{1} << shard_bits_;
+    auto beyond = [&](std::string what, uint64_t offset) {
+      return Status::BadRequest(what + " of shard " + std::to_string(state.shard) + " has offset " +
+                                std::to_string(offset) + ", beyond the shard's " +
+                                std::to_string(users) + " users");
+    };
+    if (!state.known.isEmpty() && state.known.maximum() >= users) {
+      return beyond("the known users", state.known.maximum());
+    }
+    for (const ColumnState& c : state.columns) {
+      if (!IsValidTagName(c.tag)) return BadTagName(c.tag);
+      if (!c.bitmap.isEmpty() && c.bitmap.maximum() >= users) {
+        return beyond("column " + Quoted(c.tag), c.bitmap.maximum());
+      }
+      for (const OverrideState& ov : c.overrides) {
+        if (ov.offset >= users) return beyond("an override of column " + Quoted(c.tag), ov.offset);
+        if (ov.op != TagOp::kSet && ov.op != TagOp::kClear) {
+          return Status::BadRequest("an override of column " + Quoted(c.tag) + " in shard " +
+                                    std::to_string(state.shard) + " has an unknown op " +
+                                    std::to_string(static_cast<int>(ov.op)));
+        }
+      }
+    }
+    return Status::Ok();
+  }
+
+  // The fast path: a column just created with no base takes the incoming
+  // state as it is. REQUIRES: shard.mu held exclusively; `col` fresh.
+  void InstallColumnLocked(Shard& shard, uint32_t tag, TagColumn& col, const ColumnState& in,
+                           bool update_index) {
+    col.bitmap = in.bitmap;
+    col.has_base = in.has_base;
+    col.base_ts = in.has_base ? in.base_ts : 0;
+    col.base_digest = in.has_base ? in.base_digest : internal::kEmptyDigest;
+    for (const OverrideState& ov : in.overrides) {
+      // Rule 1 even here: a state holding overrides its base covers stays valid.
+      if (ov.ts > col.base_ts) col.overrides.Merge(ov.offset, Override{ov.ts, ov.op});
+    }
+    if (update_index) {
+      for (uint32_t offset : col.bitmap) shard.index.Add(offset, tag);
+    }
+  }
+
+  // The brief's merge of two states of one (tag, shard): the higher base
+  // wins (rule 3's order, no base lowest); overrides merge by rule 2 and
+  // are filtered by rule 1 against the winning base. The members are the
+  // winner's effective members with every merged override applied on top:
+  // exact, because the winner's own overrides are all newer than its base
+  // and so stay in the merged set. REQUIRES: shard.mu held exclusively.
+  void MergeColumnLocked(Shard& shard, uint32_t tag, TagColumn& col, const ColumnState& in,
+                         bool update_index) {
+    const bool incoming_wins =
+        in.has_base && (!col.has_base || in.base_ts > col.base_ts ||
+                        (in.base_ts == col.base_ts && in.base_digest > col.base_digest));
+    if (!incoming_wins) {
+      // Only incoming overrides newer than the held base and winning rule 2
+      // change anything, and each of them changes just its own user.
+      for (const OverrideState& ov : in.overrides) {
+        if (ov.ts <= col.base_ts || !col.overrides.Merge(ov.offset, Override{ov.ts, ov.op})) {
+          continue;
+        }
+        if (internal::SetMembership(col.bitmap, ov.offset, ov.op == TagOp::kSet) && update_index) {
+          if (ov.op == TagOp::kSet) {
+            shard.index.Add(ov.offset, tag);
+          } else {
+            shard.index.Remove(ov.offset, tag);
+          }
+        }
+      }
+      return;
+    }
+    col.overrides.DropUpTo(in.base_ts);
+    for (const OverrideState& ov : in.overrides) {
+      if (ov.ts > in.base_ts) col.overrides.Merge(ov.offset, Override{ov.ts, ov.op});
+    }
+    Roaring next = in.bitmap;
+    col.overrides.ForEach([&](uint32_t offset, const Override& ov) {
+      if (ov.op == TagOp::kSet) {
+        next.add(offset);
+      } else {
+        next.remove(offset);
+      }
+    });
+    next.runOptimize();
+    next.shrinkToFit();
+    if (update_index) {
+      Roaring added = next - col.bitmap;
+      Roaring removed = col.bitmap - next;
+      for (uint32_t offset : added) shard.index.Add(offset, tag);
+      for (uint32_t offset : removed) shard.index.Remove(offset, tag);
+    }
+    col.bitmap = std::move(next);
+    col.base_ts = in.base_ts;
+    col.base_digest = in.base_digest;
+    col.has_base = true;
+  }
+
+  uint64_t StateDigest() const {
+    struct Hasher {
+      XXH3_state_t* state = XXH3_createState();
+      Hasher() { XXH3_64bits_reset(state); }
+      ~Hasher() { XXH3_freeState(state); }
+      void U64(uint64_t v) { XXH3_64bits_update(state, &v, sizeof(v)); }
+      void Str(std::string_view s) {
+        U64(s.size());
+        XXH3_64bits_update(state, s.data(), s.size());
+      }
+      void Members(const Roaring& r) {
+        U64(r.cardinality());
+        HashMembers(state, r);
+      }
+    } h;
+    // Sorted by name, and per shard by tag name, so neither creation order
+    // (tag ids) nor memory layout shows; lengths delimit every list.
+    {
+      std::shared_lock lock(tags_mu_);
+      std::vector<uint32_t> order(tags_.size());
+      for (uint32_t t = 0; t < order.size(); ++t) order[t] = t;
+      std::sort(order.begin(), order.end(),
+                [&](uint32_t a, uint32_t b) { return tags_[a].name < tags_[b].name; });
+      h.U64(order.size());
+      for (uint32_t t : order) {
+        const TagFloor& floor = tags_[t].floor;
+        h.Str(tags_[t].name);
+        h.U64(floor.has_floor);
+        h.U64(floor.floor_ts);
+        std::vector<std::pair<uint64_t, std::optional<Timestamp>>> missing(floor.missing.begin(),
+                                                                           floor.missing.end());
+        std::sort(missing.begin(), missing.end());
+        h.U64(missing.size());
+        for (const auto& [shard, shard_floor] : missing) {
+          h.U64(shard);
+          h.U64(shard_floor.has_value());
+          h.U64(shard_floor.value_or(0));
+        }
+      }
+    }
+    for (const Shard* shard : AllShards()) {
+      std::shared_lock lock(shard->mu);
+      std::vector<std::pair<std::string_view, const TagColumn*>> columns;
+      {
+        std::shared_lock tags_lock(tags_mu_);
+        for (size_t t = 0; t < shard->columns.size(); ++t) {
+          if (shard->columns[t]) columns.emplace_back(tags_[t].name, shard->columns[t].get());
+        }
+      }
+      // A shard without state is no state: it need not exist on both sides.
+      if (columns.empty() && shard->known.isEmpty()) continue;
+      std::sort(columns.begin(), columns.end());
+      h.U64(shard->id);
+      h.Members(shard->known);
+      h.U64(columns.size());
+      for (const auto& [name, col] : columns) {
+        h.Str(name);
+        h.Members(col->bitmap);
+        h.U64(col->base_ts);
+        h.U64(col->base_digest);
+        h.U64(col->has_base);
+        std::vector<std::pair<uint32_t, Override>> overrides;
+        overrides.reserve(col->overrides.size());
+        col->overrides.ForEach(
+            [&](uint32_t offset, const Override& ov) { overrides.emplace_back(offset, ov); });
+        std::sort(overrides.begin(), overrides.end(),
+                  [](const auto& a, const auto& b) { return a.first < b.first; });
+        h.U64(overrides.size());
+        for (const auto& [offset, ov] : overrides) {
+          h.U64(offset);
+          h.U64(ov.ts);
+          h.U64(static_cast<uint64_t>(ov.op));
+        }
+      }
+    }
+    return XXH3_64bits_digest(h.state);
+  }
+
   // ---- Stats -----------------------------------------------------------------
 
   EngineStats Stats(bool detailed) const {
@@ -773,7 +1183,8 @@ class Engine::Impl {
   std::deque<TagInfo> tags_;  // by tag id; a deque so names never move
   std::unordered_map<std::string_view, uint32_t, StringHash, std::equal_to<>> by_name_;
 
-  Counters counters_;
+  mutable Counters counters_;  // atomics: const checks count refusals too
+  std::atomic<bool> future_check_{true};
 };
 
 Engine::Engine(EngineOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -818,6 +1229,23 @@ Result<std::vector<ShardBitmap>> Engine::AudienceBitmaps(std::string_view expr) 
 Result<std::vector<TagCount>> Engine::TopTags(std::string_view expr, size_t k) const {
   return impl_->TopTags(expr, k);
 }
+std::vector<TagState> Engine::ExportTags() const { return impl_->ExportTags(); }
+std::vector<uint64_t> Engine::ShardIds() const { return impl_->ShardIds(); }
+ShardState Engine::ExportShard(uint64_t shard) const { return impl_->ExportShard(shard); }
+Status Engine::MergeTags(std::span<const TagState> tags) { return impl_->MergeTags(tags); }
+Status Engine::MergeShard(const ShardState& state) { return impl_->MergeShard(state); }
+uint64_t Engine::StateDigest() const { return impl_->StateDigest(); }
+Status Engine::CheckEvents(std::span<const Event> events) const {
+  return impl_->CheckEvents(events);
+}
+Status Engine::CheckSnapshot(std::string_view tag, Timestamp ts, uint64_t shard,
+                             const Roaring& offsets) const {
+  return impl_->CheckSnapshot(tag, ts, shard, offsets);
+}
+Status Engine::CheckCommit(std::string_view tag, Timestamp ts) const {
+  return impl_->CheckCommit(tag, ts);
+}
+void Engine::SetFutureCheck(bool enabled) { impl_->SetFutureCheck(enabled); }
 EngineStats Engine::Stats(bool detailed) const { return impl_->Stats(detailed); }
 
 }  // namespace tagcache

@@ -3,22 +3,22 @@
 #include <algorithm>
 #include <cstring>
 
+#include "roaring_access.h"
+
 namespace tagcache::internal {
 namespace {
 
 // Block sizes in bytes, ~1.5x apart. Slot = (class + 1) << 27 | block index,
 // so 0 means "no tags" and class 30 marks an oversized list kept in huge_.
-constexpr uint32_t kClassBytes[30] = {
-    4,   8,   12,  16,  20,  24,  28,   32,   36,   40,   44,   48,   52,   56,   60,
-    64,  96,  128, 192, 256, 384, 512,  768,  1024, 1536, 2048, 3072, 4096, 6144, 8192};
+constexpr uint32_t kClassBytes[30] = {4,   8,   12,  16,   20,   24,   28,   32,   36,   40,
+                                      44,  48,  52,  56,   60,   64,   96,   128,  192,  256,
+                                      384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192};
 // Steps of 4 bytes up to 64 because that is where typical lists (10-40 tags,
 // ~1 byte a tag) fall: a coarser step there costs more than the slot itself.
 constexpr uint32_t kIndexMask = (1u << 27) - 1;  // UserIndex::kSlotIndexBits
 constexpr size_t kPageBytes = 64 * 1024;
 
-size_t BlocksPerPage(uint32_t cls) {
-  return std::max<size_t>(1, kPageBytes / kClassBytes[cls]);
-}
+size_t BlocksPerPage(uint32_t cls) { return std::max<size_t>(1, kPageBytes / kClassBytes[cls]); }
 
 void PutVarint(std::vector<uint8_t>& out, uint32_t v) {
   while (v >= 0x80) {
@@ -215,6 +215,108 @@ bool UserIndex::Remove(uint32_t offset, uint32_t tag) {
     first = false;
   }
   return false;
+}
+
+namespace {
+
+// Appends the low 16 bits of a container's members, ascending.
+void AppendLows(const void* c, uint8_t type, std::vector<uint16_t>& out) {
+  switch (type) {
+    case ARRAY_CONTAINER_TYPE_CODE: {
+      const auto* a = static_cast<const array_container_t*>(c);
+      out.insert(out.end(), a->array, a->array + a->cardinality);
+      break;
+    }
+    case BITSET_CONTAINER_TYPE_CODE: {
+      const auto* b = static_cast<const bitset_container_t*>(c);
+      for (uint32_t w = 0; w < (1u << 16) / 64; ++w) {
+        for (uint64_t bits = b->array[w]; bits; bits &= bits - 1) {
+          out.push_back(static_cast<uint16_t>(w * 64 + __builtin_ctzll(bits)));
+        }
+      }
+      break;
+    }
+    case RUN_CONTAINER_TYPE_CODE: {
+      const auto* r = static_cast<const run_container_t*>(c);
+      for (int32_t i = 0; i < r->n_runs; ++i) {
+        for (uint32_t v = r->runs[i].value, end = v + r->runs[i].length; v <= end; ++v) {
+          out.push_back(static_cast<uint16_t>(v));
+        }
+      }
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+void UserIndex::BuildFrom(std::span<const Roaring* const> by_tag) {
+  // One Roaring container holds the members of 2^16 users, as does one slot
+  // chunk, so the build goes a container key at a time: decode every
+  // column's container, count each user's tags, lay the lists out CSR-style
+  // in tag-id order (so each list comes out sorted), then encode each list
+  // once. The working set stays a few MB whatever the shard's size.
+  static_assert(kChunkBits == 16);
+  uint32_t last_key = 0;
+  bool any = false;
+  for (const Roaring* b : by_tag) {
+    if (b == nullptr || b->isEmpty()) continue;
+    any = true;
+    last_key = std::max(last_key, b->maximum() >> 16);
+  }
+  if (!any) return;
+  struct Run {
+    uint32_t tag;
+    size_t begin, end;  // into lows
+  };
+  std::vector<uint16_t> lows;
+  std::vector<Run> runs;
+  std::vector<uint32_t> next(size_t{1} << 16);  // per user: its next free place in `lists`
+  std::vector<uint32_t> lists;
+  std::vector<uint8_t> bytes;
+  for (uint32_t key = 0; key <= last_key; ++key) {
+    lows.clear();
+    runs.clear();
+    for (size_t t = 0; t < by_tag.size(); ++t) {
+      if (by_tag[t] == nullptr) continue;
+      uint8_t type = 0;
+      const void* c = FindContainer(*by_tag[t], static_cast<uint16_t>(key), &type);
+      if (c == nullptr) continue;
+      size_t begin = lows.size();
+      AppendLows(c, type, lows);
+      runs.push_back(Run{static_cast<uint32_t>(t), begin, lows.size()});
+    }
+    if (lows.empty()) continue;
+    std::fill(next.begin(), next.end(), 0);
+    for (uint16_t v : lows) ++next[v];
+    uint32_t total = 0;
+    for (uint32_t& n : next) {
+      uint32_t count = n;
+      n = total;
+      total += count;
+    }
+    lists.resize(total);
+    for (const Run& run : runs) {
+      for (size_t i = run.begin; i < run.end; ++i) lists[next[lows[i]]++] = run.tag;
+    }
+    // next[v] is now where v's list ends, and so where v + 1's begins.
+    uint32_t begin = 0;
+    for (uint32_t v = 0; v < (1u << 16); ++v) {
+      const uint32_t end = next[v];
+      if (end == begin) continue;
+      if (bytes.size() < size_t{5} * (end - begin)) bytes.resize(size_t{5} * (end - begin));
+      uint8_t* out = bytes.data();
+      uint32_t prev = UINT32_MAX;  // the first id is stored + 1: 0 terminates a list
+      for (uint32_t i = begin; i < end; ++i) {
+        uint32_t delta = lists[i] - prev;
+        prev = lists[i];
+        for (; delta >= 0x80; delta >>= 7) *out++ = static_cast<uint8_t>(delta | 0x80);
+        *out++ = static_cast<uint8_t>(delta);
+      }
+      Place((key << 16) | v, bytes.data(), static_cast<size_t>(out - bytes.data()));
+      begin = end;
+    }
+  }
 }
 
 void UserIndex::MaybeCompact() {

@@ -11,6 +11,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <roaring/roaring.hh>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -28,6 +30,13 @@ class UserIndex {
   bool Add(uint32_t offset, uint32_t tag);
   // Removes `tag` from the user's list. Returns false if it was not there.
   bool Remove(uint32_t offset, uint32_t tag);
+
+  // Fills an empty index from whole columns at once: `by_tag[t]` holds the
+  // offsets of tag t's members (null: none). Same result as one Add per
+  // (user, tag), but each user's list is encoded once, in its final block,
+  // instead of being respliced and moved up the size classes tag by tag.
+  // REQUIRES: the index is empty.
+  void BuildFrom(std::span<const Roaring* const> by_tag);
 
   // Calls fn(tag_id) for each of the user's tags, ascending.
   template <typename Fn>
@@ -76,7 +85,8 @@ class UserIndex {
 
  private:
   static constexpr int kChunkBits = 16;
-  static constexpr int kSlotIndexBits = 27;  // slot = (class + 1) << 27 | block index  // slots are allocated 65,536 users at a time
+  static constexpr int kSlotIndexBits =
+      27;  // slot = (class + 1) << 27 | block index  // slots are allocated 65,536 users at a time
   // Slot = (class + 1) << 27 | block: 5 bits hold classes 0..30, and 30 marks
   // an oversized list, so the slab has 30 classes.
   static constexpr uint32_t kHugeClass = 30;
@@ -105,7 +115,7 @@ class UserIndex {
   std::vector<std::unique_ptr<uint32_t[]>> chunks_;
   SizeClass classes_[kHugeClass];
   std::unordered_map<uint32_t, std::vector<uint8_t>> huge_;  // lists beyond the largest class
-  uint32_t class_count_;  // slab classes in use, <= kHugeClass
+  uint32_t class_count_;                                     // slab classes in use, <= kHugeClass
   size_t memory_bytes_ = 0;
   size_t free_bytes_ = 0;  // bytes of blocks on the free lists
   std::vector<uint8_t> scratch_bytes_;

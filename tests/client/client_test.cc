@@ -423,5 +423,164 @@ TEST(ClientThreadingTest, DestroyingTheClientFailsPendingCalls) {
   }
 }
 
+// A node with a data directory, as the durability issue's server fills it in.
+FakeServer::Reaction DurableNode(int /*connection*/, wire::Request::Reader request,
+                                 wire::Response::Builder response) {
+  switch (request.which()) {
+    case wire::Request::STATS: {
+      auto stats = response.initStats();
+      stats.setShards(16);
+      stats.setFsyncPolicy("batch");
+      stats.setWalSegment(12);
+      stats.setWalBytesSinceCheckpoint(4096);
+      stats.setFsyncs(40);
+      stats.setFsyncMicrosTotal(8000);
+      stats.setFsyncMicrosMax(900);
+      stats.setWritesRefusedIo(3);
+      stats.setLastCheckpointUnixMs(1700000000123);
+      stats.setTornTailsDropped(1);
+      stats.setRecoveryMicros(250000);
+      stats.setMemoryBytes(uint64_t{5} << 30);
+      stats.setMaxMemoryBytes(uint64_t{8} << 30);
+      stats.setWritesRefusedMemory(7);
+      return FakeServer::Reaction::kReply;
+    }
+    case wire::Request::CHECKPOINT: {
+      auto checkpoint = response.initCheckpoint();
+      checkpoint.setPath("/var/lib/tagcache/checkpoint-000013.tcc");
+      checkpoint.setWalSegment(13);
+      checkpoint.setBytes(123456789);
+      checkpoint.setMicros(842000);
+      checkpoint.setSegmentsRemoved(2);
+      return FakeServer::Reaction::kReply;
+    }
+    default:
+      return EchoHandler(0, request, response);
+  }
+}
+
+TEST(ClientStatsTest, DecodesDurabilityAndMemoryFields) {
+  FakeServer server({}, DurableNode);
+  auto client = MustConnect(FastOptions(server.address()));
+  ASSERT_NE(client, nullptr);
+  auto stats = client->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  ASSERT_EQ(stats->size(), 1u);
+  const NodeStats& n = (*stats)[0];
+  EXPECT_EQ(n.node, server.address());
+  EXPECT_EQ(n.shards, 16u);
+  EXPECT_EQ(n.fsync_policy, "batch");
+  EXPECT_EQ(n.wal_segment, 12u);
+  EXPECT_EQ(n.wal_bytes_since_checkpoint, 4096u);
+  EXPECT_EQ(n.fsyncs, 40u);
+  EXPECT_EQ(n.fsync_micros_total, 8000u);
+  EXPECT_EQ(n.fsync_micros_max, 900u);
+  EXPECT_EQ(n.writes_refused_io, 3u);
+  EXPECT_EQ(n.last_checkpoint_unix_ms, 1700000000123u);
+  EXPECT_EQ(n.torn_tails_dropped, 1u);
+  EXPECT_EQ(n.recovery_micros, 250000u);
+  EXPECT_EQ(n.memory_bytes, uint64_t{5} << 30);
+  EXPECT_EQ(n.max_memory_bytes, uint64_t{8} << 30);
+  EXPECT_EQ(n.writes_refused_memory, 7u);
+  // Fields the node left unset read as zero, not as a neighbour's value.
+  EXPECT_EQ(n.wal_bytes, 0u);
+  EXPECT_EQ(n.checkpoints, 0u);
+}
+
+TEST(ClientStatsTest, NodeWithoutDataDirectoryHasNoFsyncPolicy) {
+  FakeServer server({}, [](int, wire::Request::Reader request, wire::Response::Builder response) {
+    if (request.which() != wire::Request::STATS) return FakeServer::Reaction::kIgnore;
+    response.initStats().setTags(5);  // a node from before durability: fields @16.. absent
+    return FakeServer::Reaction::kReply;
+  });
+  auto client = MustConnect(FastOptions(server.address()));
+  ASSERT_NE(client, nullptr);
+  auto stats = client->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  ASSERT_EQ(stats->size(), 1u);
+  EXPECT_EQ((*stats)[0].tags, 5u);
+  EXPECT_TRUE((*stats)[0].fsync_policy.empty());
+  EXPECT_EQ((*stats)[0].max_memory_bytes, 0u);
+}
+
+TEST(ClientCheckpointTest, DecodesTheNodesReply) {
+  FakeServer server({}, DurableNode);
+  auto client = MustConnect(FastOptions(server.address()));
+  ASSERT_NE(client, nullptr);
+  auto checkpoints = client->Checkpoint(CallOptions{milliseconds(60000)});
+  ASSERT_TRUE(checkpoints.ok()) << checkpoints.status().ToString();
+  ASSERT_EQ(checkpoints->size(), 1u);
+  const NodeCheckpoint& c = (*checkpoints)[0];
+  EXPECT_EQ(c.node, server.address());
+  EXPECT_EQ(c.path, "/var/lib/tagcache/checkpoint-000013.tcc");
+  EXPECT_EQ(c.wal_segment, 13u);
+  EXPECT_EQ(c.bytes, 123456789u);
+  EXPECT_EQ(c.micros, 842000u);
+  EXPECT_EQ(c.segments_removed, 2u);
+
+  // The async form delivers the same answer.
+  Collector<std::vector<NodeCheckpoint>> collector(1);
+  client->CheckpointAsync(collector.Slot(0));
+  ASSERT_TRUE(collector.Wait());
+  auto& result = collector.results()[0].second;
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  ASSERT_EQ(result->size(), 1u);
+  EXPECT_EQ((*result)[0].path, c.path);
+  EXPECT_EQ((*result)[0].bytes, c.bytes);
+}
+
+TEST(ClientCheckpointTest, NodeErrorFailsTheCallWithItsStatus) {
+  const std::string message =
+      "this node has no data directory: nothing to checkpoint (start it with --data-dir)";
+  FakeServer server({}, [&](int, wire::Request::Reader request, wire::Response::Builder response) {
+    if (request.which() != wire::Request::CHECKPOINT) return FakeServer::Reaction::kIgnore;
+    response.setStatus(wire::Status::BAD_REQUEST);
+    response.setMessage(message);
+    response.setNone();
+    return FakeServer::Reaction::kReply;
+  });
+  auto client = MustConnect(FastOptions(server.address()));
+  ASSERT_NE(client, nullptr);
+  auto checkpoints = client->Checkpoint();
+  ASSERT_FALSE(checkpoints.ok());
+  EXPECT_EQ(checkpoints.status().code(), StatusCode::kBadRequest);
+  EXPECT_EQ(checkpoints.status().message(), message);
+}
+
+TEST(ClientCheckpointTest, AnswerOfTheWrongKindIsInternal) {
+  FakeServer server({}, [](int, wire::Request::Reader, wire::Response::Builder response) {
+    response.initStats();  // whatever was asked
+    return FakeServer::Reaction::kReply;
+  });
+  auto client = MustConnect(FastOptions(server.address()));
+  ASSERT_NE(client, nullptr);
+  auto checkpoints = client->Checkpoint();
+  ASSERT_FALSE(checkpoints.ok());
+  EXPECT_EQ(checkpoints.status().code(), StatusCode::kInternal) << checkpoints.status().ToString();
+}
+
+TEST(ClientCheckpointTest, LostInFlightIsNotResent) {
+  std::atomic<int> checkpoints_seen{0};
+  FakeServer server({},
+                    [&](int c, wire::Request::Reader request, wire::Response::Builder response) {
+                      if (request.which() == wire::Request::CHECKPOINT) {
+                        checkpoints_seen.fetch_add(1);
+                        return FakeServer::Reaction::kClose;
+                      }
+                      return EchoHandler(c, request, response);
+                    });
+  auto options = FastOptions(server.address());
+  options.connections_per_node = 2;
+  auto client = MustConnect(options);
+  ASSERT_NE(client, nullptr);
+  ASSERT_TRUE(Eventually([&] { return server.hellos() >= 2; }));
+
+  auto checkpoints = client->Checkpoint();
+  ASSERT_FALSE(checkpoints.ok());
+  EXPECT_EQ(checkpoints.status().code(), StatusCode::kIoError);
+  std::this_thread::sleep_for(milliseconds(200));
+  EXPECT_EQ(checkpoints_seen.load(), 1);
+}
+
 }  // namespace
 }  // namespace tagcache::client

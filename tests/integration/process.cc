@@ -85,24 +85,30 @@ TempDir::~TempDir() {
 }
 
 std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& binary,
-                                                    const std::string& dir, uint16_t port) {
+                                                    const std::string& dir, uint16_t port,
+                                                    const std::vector<std::string>& extra_args,
+                                                    const std::string& data_dir,
+                                                    std::chrono::milliseconds wait) {
   static int serial = 0;
   const std::string tag = std::to_string(++serial);
   const std::string port_file = dir + "/port." + tag;
   const std::string log = dir + "/server." + tag + ".log";
   std::error_code ec;
   std::filesystem::remove(port_file, ec);
-  const pid_t pid = Spawn(binary,
-                          {"--listen", "127.0.0.1:" + std::to_string(port), "--port-file",
-                           port_file, "--data-dir", dir + "/data", "--log-level", "warn"},
-                          dir + "/server." + tag + ".out", log);
+  std::vector<std::string> args = {"--listen",   "127.0.0.1:" + std::to_string(port),
+                                   "--port-file", port_file,
+                                   "--data-dir", data_dir.empty() ? dir + "/data" : data_dir,
+                                   "--log-level", "warn"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  const pid_t pid = Spawn(binary, args, dir + "/server." + tag + ".out", log);
   if (pid < 0) {
     ADD_FAILURE() << "cannot start " << binary;
     return nullptr;
   }
-  // Bounded: 10 s, 2,000 polls.
-  const auto end = Steady::now() + std::chrono::seconds(10);
-  for (int i = 0; i < 2000 && Steady::now() < end; ++i) {
+  // Bounded: `wait`, and one poll per 5 ms of it.
+  const auto end = Steady::now() + wait;
+  const int64_t polls = wait.count() / 5 + 1;
+  for (int64_t i = 0; i < polls && Steady::now() < end; ++i) {
     const std::string text = ReadFile(port_file);
     if (!text.empty() && text.back() == '\n') {
       return std::unique_ptr<ServerProcess>(
@@ -118,7 +124,8 @@ std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& binary,
   }
   ::kill(pid, SIGKILL);
   WaitFor(pid, std::chrono::seconds(5));
-  ADD_FAILURE() << "tagcache-server wrote no port file within 10 s: " << ReadFile(log);
+  ADD_FAILURE() << "tagcache-server wrote no port file within " << wait.count()
+                << " ms: " << ReadFile(log);
   return nullptr;
 }
 

@@ -29,10 +29,13 @@ class TempDir {
 class ServerProcess {
  public:
   // Starts `binary` --listen 127.0.0.1:PORT (0: any free port) with a port
-  // file and data dir under `dir`, and waits up to 10 s for the port file.
+  // file and data dir under `dir` (or `data_dir` when given) plus
+  // `extra_args`, and waits up to `wait` for the port file.
   // Null (with a gtest failure recorded) when it does not come up.
-  static std::unique_ptr<ServerProcess> Start(const std::string& binary, const std::string& dir,
-                                              uint16_t port = 0);
+  static std::unique_ptr<ServerProcess> Start(
+      const std::string& binary, const std::string& dir, uint16_t port = 0,
+      const std::vector<std::string>& extra_args = {}, const std::string& data_dir = "",
+      std::chrono::milliseconds wait = std::chrono::milliseconds(10000));
   // Kills (SIGKILL) the server if it still runs.
   ~ServerProcess();
   ServerProcess(const ServerProcess&) = delete;

@@ -8,6 +8,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 namespace tagcache::internal {
@@ -98,6 +99,80 @@ TEST(UserIndexTest, GrowingEveryUserTogetherDoesNotKeepOutgrownBlocks) {
   // live ones before a repack. Without repacking this is over 60.
   const double per_user = double(index.MemoryBytes()) / kUsers;
   EXPECT_LT(per_user, 20 + 4 * 1.32 + 20 / 4.0 + 1.0) << "bytes per user";
+}
+
+}  // namespace
+}  // namespace tagcache::internal
+
+namespace tagcache::internal {
+namespace {
+
+// BuildFrom must give exactly the index one Add per (user, tag) gives: every
+// container kind (array, bitset, run), users in several chunks, tag ids
+// with multi-byte deltas, and lists long enough for the oversized path.
+TEST(UserIndexTest, BulkBuildEqualsIncrementalAdds) {
+  std::mt19937 rng(7);
+  std::vector<Roaring> columns(300);
+  for (size_t t = 0; t < columns.size(); t += 1 + rng() % 40) {
+    Roaring& col = columns[t];
+    switch (rng() % 4) {
+      case 0:  // sparse: array containers, several chunks
+        for (int i = 0; i < 2000; ++i) col.add(rng() % (1u << 20));
+        break;
+      case 1:  // dense: bitset containers
+        for (uint32_t u = 65536; u < 2 * 65536; ++u) {
+          if (rng() % 3 == 0) col.add(u);
+        }
+        break;
+      case 2:  // runs
+        col.addRange(1000, 50'000);
+        col.addRange(200'000, 200'100);
+        col.runOptimize();
+        break;
+      default:  // the same few users in every such tag: long lists
+        for (uint32_t u = 0; u < 50; ++u) col.add(u * 3);
+        break;
+    }
+  }
+  // Tag 299 for every user of the first chunk: the last container key in
+  // use, and a large delta from the previous tag.
+  for (uint32_t u = 0; u < 65536; u += 7) columns[299].add(u);
+
+  std::vector<const Roaring*> by_tag(columns.size(), nullptr);
+  for (size_t t = 0; t < columns.size(); ++t) {
+    if (!columns[t].isEmpty()) by_tag[t] = &columns[t];
+  }
+  for (size_t max_block : {size_t{8192}, size_t{16}}) {
+    SCOPED_TRACE("max_block_bytes " + std::to_string(max_block));
+    UserIndex bulk(max_block), incremental(max_block);
+    bulk.BuildFrom(by_tag);
+    Roaring users;
+    for (size_t t = 0; t < columns.size(); ++t) {
+      for (uint32_t u : columns[t]) incremental.Add(u, static_cast<uint32_t>(t));
+      users |= columns[t];
+    }
+    users.add(1u << 19);  // a user without tags, in a chunk without users
+    for (uint32_t u : users) ASSERT_EQ(TagsOf(bulk, u), TagsOf(incremental, u)) << "user " << u;
+    EXPECT_LE(bulk.MemoryBytes(), incremental.MemoryBytes());
+    // The built index keeps working like any other.
+    EXPECT_TRUE(bulk.Add(0, 1000));
+    EXPECT_TRUE(bulk.Remove(0, 299));
+    EXPECT_FALSE(bulk.Add(0, 1000));
+    std::vector<uint32_t> expected = TagsOf(incremental, 0);
+    ASSERT_EQ(expected.back(), 299u);
+    expected.back() = 1000;
+    EXPECT_EQ(TagsOf(bulk, 0), expected);
+  }
+}
+
+TEST(UserIndexTest, BulkBuildOfNoColumnsIsEmpty) {
+  UserIndex index;
+  Roaring empty;
+  std::vector<const Roaring*> by_tag{nullptr, &empty};
+  index.BuildFrom(by_tag);
+  index.BuildFrom({});
+  EXPECT_TRUE(TagsOf(index, 0).empty());
+  EXPECT_EQ(index.MemoryBytes(), 0u);
 }
 
 }  // namespace

@@ -359,15 +359,19 @@ void Connection::StartHeavy(OwnedBody body, Clock::time_point start) {
   inflight_bytes_ += body_bytes;
   // The job owns a reference to the connection and keeps the loop alive
   // (a work guard) until its result has been posted back and handled.
+  // A durable write finishes later, on another worker, once it is logged.
   asio::post(workers_, [self = shared_from_this(), body = std::move(body), body_bytes, start,
                         guard = asio::make_work_guard(loop_.io())]() mutable {
-    FrameResult result = self->service_.ExecuteFrame(body.view());
-    body = {};
-    asio::io_context& io = self->loop_.io();
-    asio::post(io, [self = std::move(self), result = std::move(result), body_bytes, start,
-                    guard = std::move(guard)]() mutable {
-      self->OnHeavyDone(std::move(result), body_bytes, start);
-    });
+    Service& service = self->service_;
+    service.ExecuteFrameAsync(
+        body.view(), [self = std::move(self), body_bytes, start,
+                      guard = std::move(guard)](FrameResult result) mutable {
+          asio::io_context& io = self->loop_.io();
+          asio::post(io, [self = std::move(self), result = std::move(result), body_bytes, start,
+                          guard = std::move(guard)]() mutable {
+            self->OnHeavyDone(std::move(result), body_bytes, start);
+          });
+        });
   });
 }
 

@@ -27,6 +27,7 @@
 
 #include "connection.h"
 #include "loop.h"
+#include "memory_guard.h"
 #include "service.h"
 
 namespace tagcache::net {
@@ -77,6 +78,8 @@ class Node::Impl {
   }
 
   ~Impl() {
+    // The log's continuations run on the pool: drain them while it runs.
+    if (durability_) durability_->Stop();
     // Abandoned worker jobs hold connections whose sockets belong to the
     // loops: stop the pool before the loops go.
     pool_.stop();
@@ -84,6 +87,12 @@ class Node::Impl {
   }
 
   Status Start() {
+    memory_guard_.emplace(options_.max_memory_bytes);
+    service_.set_memory_guard(&*memory_guard_);
+    if (!options_.data_dir.empty()) {
+      Status s = OpenDurability();
+      if (!s.ok()) return s;
+    }
     Loop& loop0 = *loops_[0];
     error_code ec;
     tcp::resolver resolver(loop0.io());
@@ -111,11 +120,15 @@ class Node::Impl {
 
     spdlog::info(
         "tagcache-server on {}: shard_bits={} io_threads={} workers={} max_frame_bytes={} "
-        "max_inflight={} max_output_bytes={} max_connections={}; state is kept in RAM only "
-        "(nothing is persisted yet)",
+        "max_inflight={} max_output_bytes={} max_connections={} max_memory={}; {}",
         FormatEndpoint(bound_), engine_.shard_bits(), loops_.size(), ThreadsOr(options_.workers),
         service_.limits().max_frame_bytes, service_.limits().max_inflight,
-        service_.limits().max_output_bytes, service_.limits().max_connections);
+        service_.limits().max_output_bytes, service_.limits().max_connections,
+        options_.max_memory_bytes == 0 ? std::string("none")
+                                       : FormatBytes(options_.max_memory_bytes),
+        durability_ ? "data directory " + options_.data_dir + ", fsync " +
+                          std::string(durability::FsyncPolicyName(options_.durability.fsync))
+                    : std::string("no data directory: state is kept in RAM only"));
 
     if (options_.stop_on_signals) {
       signals_.emplace(loop0.io(), SIGINT, SIGTERM);
@@ -137,6 +150,8 @@ class Node::Impl {
     }
     RunLoop(*loops_[0]);
     for (auto& t : threads) t.join();
+    // Log what was submitted and let its continuations run before the pool goes.
+    if (durability_) durability_->Stop();
     pool_.wait();  // jobs still running after a forced stop finish; their results are dropped
     spdlog::info("tagcache-server stopped");
   }
@@ -165,6 +180,33 @@ class Node::Impl {
         spdlog::error("loop {}: unexpected non-standard exception", loop.index());
       }
     }
+  }
+
+  Status OpenDurability() {
+    if (!options_.file_system) {
+      owned_fs_ = storage::NewPosixFileSystem();
+      options_.file_system = owned_fs_.get();
+    }
+    durability::DurabilityOptions opts = options_.durability;
+    opts.data_dir = options_.data_dir;
+    spdlog::info("recovering from {} ...", opts.data_dir);
+    Result<std::unique_ptr<durability::Durability>> opened = durability::Durability::Open(
+        opts, engine_, *options_.file_system,
+        [this](std::function<void()> fn) { asio::post(pool_, std::move(fn)); });
+    if (!opened.ok()) return opened.status();
+    durability_ = std::move(*opened);
+    const durability::RecoveryReport& r = durability_->recovery();
+    const EngineStats stats = engine_.Stats(false);
+    spdlog::info(
+        "recovered in {} ms: checkpoint {} ({} bytes, {} ms), {} WAL record(s) in {} segment(s) "
+        "replayed in {} ms ({} refused by the merge rules), {} torn tail(s) dropped; {} tags, "
+        "{} assignments",
+        r.total_micros / 1000, r.checkpoint.empty() ? std::string("none") : r.checkpoint,
+        r.checkpoint_bytes, r.checkpoint_micros / 1000, r.wal.records, r.wal.segments,
+        r.replay_micros / 1000, r.records_refused, r.wal.torn_tails.size(), stats.tags,
+        stats.assignments);
+    service_.set_durability(durability_.get());
+    return Status::Ok();
   }
 
   void DoAccept() {
@@ -232,6 +274,10 @@ class Node::Impl {
   bool stopping_ = false;  // loop 0 only
   std::atomic<bool> stop_requested_{false};
   asio::thread_pool pool_;
+  // After the pool: destroyed before it (~Impl stops durability first anyway).
+  std::unique_ptr<storage::FileSystem> owned_fs_;
+  std::optional<MemoryGuard> memory_guard_;
+  std::unique_ptr<durability::Durability> durability_;
 };
 
 Node::Node(NodeOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}

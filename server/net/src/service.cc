@@ -14,6 +14,7 @@
 #include "tagcache/protocol/codec.h"
 #include "tagcache/protocol/tag_hits.h"
 #include "tagcache/protocol/frame.h"
+#include "tagcache/storage/wal_records.h"
 
 namespace tagcache::net {
 namespace {
@@ -63,7 +64,7 @@ void Service::RemoveConnection() { connections_.fetch_sub(1, std::memory_order_r
 
 size_t Service::KindOf(Request::Reader req) {
   const auto which = static_cast<uint16_t>(req.which());
-  return which <= static_cast<uint16_t>(Request::STATS) ? which : kKindUnknown;
+  return which <= static_cast<uint16_t>(Request::CHECKPOINT) ? which : kKindUnknown;
 }
 
 bool Service::RunsInline(Request::Reader req) {
@@ -85,6 +86,7 @@ bool Service::RunsInline(Request::Reader req) {
     case Request::APPLY_EVENTS:
     case Request::LOAD_SNAPSHOT:
     case Request::COMMIT_SNAPSHOT:
+    case Request::CHECKPOINT:
       return false;
   }
   return true;  // an unknown kind is answered at once with BAD_REQUEST
@@ -253,10 +255,35 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
       return StatusCode::kOk;
     }
 
+    case Request::APPLY_EVENTS:
+    case Request::LOAD_SNAPSHOT:
+    case Request::COMMIT_SNAPSHOT: {
+      Result<PreparedWrite> write = DecodeWrite(req);
+      if (!write.ok()) return fail(write.status());
+      Status admitted = AdmitWrite(*write);
+      if (!admitted.ok()) return fail(admitted);
+      return ApplyWrite(*write, resp);
+    }
+
+    case Request::CHECKPOINT:
+      return fail(Status::BadRequest(
+          "this node has no data directory: there is nothing to checkpoint"));
+
+    case Request::STATS:
+      FillStats(resp.initStats());
+      return StatusCode::kOk;
+  }
+  return fail(Status::BadRequest("unknown request kind " +
+                                 std::to_string(static_cast<unsigned>(req.which()))));
+}
+
+Result<PreparedWrite> Service::DecodeWrite(Request::Reader req) const {
+  PreparedWrite write;
+  switch (req.which()) {
     case Request::APPLY_EVENTS: {
+      write.kind = PreparedWrite::kEvents;
       auto in = req.getApplyEvents().getEvents();
-      std::vector<Event> events;
-      events.reserve(in.size());
+      write.events.reserve(in.size());
       for (unsigned i = 0; i < in.size(); ++i) {
         auto e = in[i];
         Event ev;
@@ -270,29 +297,67 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
             ev.op = TagOp::kClear;
             break;
           default:
-            return fail(Status::BadRequest("event " + std::to_string(i) + ": unknown op " +
-                                           std::to_string(static_cast<unsigned>(e.getOp()))));
+            return Status::BadRequest("event " + std::to_string(i) + ": unknown op " +
+                                      std::to_string(static_cast<unsigned>(e.getOp())));
         }
         ev.ts = e.getTs();
-        events.push_back(std::move(ev));
+        write.events.push_back(std::move(ev));
       }
-      Result<ApplyEventsResult> applied = engine_.ApplyEvents(events);
+      Status s = engine_.CheckEvents(write.events);
+      if (!s.ok()) return s;
+      return write;
+    }
+    case Request::LOAD_SNAPSHOT: {
+      write.kind = PreparedWrite::kSnapshotPart;
+      auto r = req.getLoadSnapshot();
+      auto data = r.getBitmap();
+      Result<Roaring> members = protocol::ReadPortableBitmap(
+          data.begin(), data.size(), uint64_t{1} << engine_.shard_bits());
+      if (!members.ok()) return members.status();
+      write.tag = std::string(ToView(r.getTag()));
+      write.ts = r.getTs();
+      write.shard = r.getShard();
+      write.members = std::move(*members);
+      Status s = engine_.CheckSnapshot(write.tag, write.ts, write.shard, write.members);
+      if (!s.ok()) return s;
+      // The log keeps the client's bytes: they were just validated.
+      write.bitmap_bytes.assign(reinterpret_cast<const char*>(data.begin()), data.size());
+      return write;
+    }
+    case Request::COMMIT_SNAPSHOT: {
+      write.kind = PreparedWrite::kSnapshotCommit;
+      auto r = req.getCommitSnapshot();
+      write.tag = std::string(ToView(r.getTag()));
+      write.ts = r.getTs();
+      auto shards_in = r.getShards();
+      write.shards.reserve(shards_in.size());
+      for (uint64_t shard : shards_in) write.shards.push_back(shard);
+      Status s = engine_.CheckCommit(write.tag, write.ts);
+      if (!s.ok()) return s;
+      return write;
+    }
+    default:
+      return Status::Internal("not a write request");
+  }
+}
+
+StatusCode Service::ApplyWrite(const PreparedWrite& write, Response::Builder resp) {
+  auto fail = [&](const Status& s) {
+    SetError(resp, s);
+    return s.code();
+  };
+  switch (write.kind) {
+    case PreparedWrite::kEvents: {
+      Result<ApplyEventsResult> applied = engine_.ApplyEvents(write.events);
       if (!applied.ok()) return fail(applied.status());
       auto out = resp.initApplyEvents();
       out.setApplied(applied->applied);
       out.setIgnored(applied->ignored);
       return StatusCode::kOk;
     }
-
-    case Request::LOAD_SNAPSHOT: {
-      auto r = req.getLoadSnapshot();
-      auto data = r.getBitmap();
-      const int shard_bits = engine_.shard_bits();
-      Result<Roaring> members =
-          protocol::ReadPortableBitmap(data.begin(), data.size(), uint64_t{1} << shard_bits);
-      if (!members.ok()) return fail(members.status());
+    case PreparedWrite::kSnapshotPart: {
       Result<SnapshotOutcome> outcome =
-          engine_.ApplySnapshot(ToView(r.getTag()), r.getTs(), r.getShard(), *members);
+          engine_.ApplySnapshot(write.tag, write.ts, write.shard, write.members);
       if (!outcome.ok()) return fail(outcome.status());
       using Outcome = Response::LoadSnapshotReply::Outcome;
       Outcome wire_outcome = Outcome::APPLIED;
@@ -313,14 +378,8 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
       resp.initLoadSnapshot().setOutcome(wire_outcome);
       return StatusCode::kOk;
     }
-
-    case Request::COMMIT_SNAPSHOT: {
-      auto r = req.getCommitSnapshot();
-      auto shards_in = r.getShards();
-      std::vector<uint64_t> shards;
-      shards.reserve(shards_in.size());
-      for (uint64_t shard : shards_in) shards.push_back(shard);
-      Result<CommitOutcome> outcome = engine_.CommitSnapshot(ToView(r.getTag()), r.getTs(), shards);
+    case PreparedWrite::kSnapshotCommit: {
+      Result<CommitOutcome> outcome = engine_.CommitSnapshot(write.tag, write.ts, write.shards);
       if (!outcome.ok()) return fail(outcome.status());
       auto out = resp.initCommitSnapshot();
       out.setShardsEmptied(outcome->shards_emptied);
@@ -337,13 +396,170 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
       CopyText(msg, [&](unsigned n) { return resp.initMessage(n); });
       return StatusCode::kIncomplete;
     }
-
-    case Request::STATS:
-      FillStats(resp.initStats());
-      return StatusCode::kOk;
   }
-  return fail(Status::BadRequest("unknown request kind " +
-                                 std::to_string(static_cast<unsigned>(req.which()))));
+  return fail(Status::Internal("unknown write kind"));
+}
+
+Status Service::AdmitWrite(const PreparedWrite& write) {
+  if (!memory_) return Status::Ok();
+  // What the write may add: per event an override slot, index bytes and
+  // container growth; per snapshot the new bitmap (the old one is freed
+  // only after) and its users' index entries.
+  uint64_t estimate = 0;
+  switch (write.kind) {
+    case PreparedWrite::kEvents:
+      estimate = write.events.size() * 48;
+      break;
+    case PreparedWrite::kSnapshotPart:
+      estimate = write.members.getSizeInBytes(false) * 2 + write.members.cardinality() * 2;
+      break;
+    case PreparedWrite::kSnapshotCommit:
+      estimate = 0;  // a commit only empties shards: it frees memory, so it is always admitted
+      break;
+  }
+  if (estimate == 0) return Status::Ok();
+  return memory_->Admit(estimate);
+}
+
+FrameResult Service::Finish(capnp::MallocMessageBuilder& mb, uint64_t id, size_t kind,
+                            StatusCode code) {
+  FrameResult result;
+  result.kind = kind;
+  result.ok = code == StatusCode::kOk;
+  try {
+    if (!AppendResponse(mb, id, result.frame)) result.ok = false;
+  } catch (const kj::Exception& e) {
+    result.frame.clear();
+    result.ok = false;
+    AppendErrorFrame(id, Status::Internal("cannot send the response: " + DescribeKjException(e)),
+                     result.frame);
+  } catch (const std::exception& e) {
+    result.frame.clear();
+    result.ok = false;
+    AppendErrorFrame(id, Status::Internal(std::string("cannot send the response: ") + e.what()),
+                     result.frame);
+  }
+  return result;
+}
+
+void Service::ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body,
+                                std::function<void(FrameResult)> done) {
+  if (!durability_) {
+    done(ExecuteFrame(body));
+    return;
+  }
+  uint64_t id = 0;
+  size_t kind = kKindMalformed;
+  std::shared_ptr<PreparedWrite> write;
+  bool checkpoint = false;
+  try {
+    RequestReader reader(body);
+    Result<Request::Reader> parsed = reader.Parse();
+    if (!parsed.ok()) {
+      done(ExecuteFrame(body));  // answers the parse error as usual
+      return;
+    }
+    Request::Reader req = *parsed;
+    switch (req.which()) {
+      case Request::APPLY_EVENTS:
+      case Request::LOAD_SNAPSHOT:
+      case Request::COMMIT_SNAPSHOT: {
+        id = req.getId();
+        kind = KindOf(req);
+        Result<PreparedWrite> decoded = DecodeWrite(req);
+        Status s = decoded.ok() ? AdmitWrite(*decoded) : decoded.status();
+        if (!s.ok()) {
+          FrameResult result;
+          result.kind = kind;
+          AppendErrorFrame(id, s, result.frame);
+          done(std::move(result));
+          return;
+        }
+        write = std::make_shared<PreparedWrite>(std::move(*decoded));
+        break;
+      }
+      case Request::CHECKPOINT:
+        id = req.getId();
+        kind = KindOf(req);
+        checkpoint = true;
+        break;
+      default:
+        done(ExecuteFrame(body));
+        return;
+    }
+  } catch (const kj::Exception&) {
+    done(ExecuteFrame(body));  // answers the malformed message as usual
+    return;
+  } catch (const std::exception& e) {
+    FrameResult result;
+    result.kind = kind;
+    AppendErrorFrame(id, Status::Internal(std::string("unexpected error: ") + e.what()),
+                     result.frame);
+    done(std::move(result));
+    return;
+  }
+
+  if (checkpoint) {
+    durability_->CheckpointAsync(
+        [this, id, kind, done = std::move(done)](Result<durability::CheckpointResult> r) {
+          capnp::MallocMessageBuilder mb(256);
+          auto resp = mb.initRoot<Response>();
+          resp.setId(id);
+          resp.setStatus(wire::Status::OK);
+          if (!r.ok()) {
+            SetError(resp, r.status());
+            done(Finish(mb, id, kind, r.status().code()));
+            return;
+          }
+          auto out = resp.initCheckpoint();
+          CopyText(r->path, [&](unsigned n) { return out.initPath(n); });
+          out.setWalSegment(r->wal_segment);
+          out.setBytes(r->bytes);
+          out.setMicros(r->micros);
+          out.setSegmentsRemoved(r->segments_removed);
+          done(Finish(mb, id, kind, StatusCode::kOk));
+        });
+    return;
+  }
+
+  std::string payload;
+  storage::RecordType type = storage::RecordType::kEvents;
+  switch (write->kind) {
+    case PreparedWrite::kEvents:
+      payload = storage::EncodeEvents(write->events);
+      break;
+    case PreparedWrite::kSnapshotPart:
+      type = storage::RecordType::kSnapshotPart;
+      payload = storage::EncodeSnapshotPart(write->tag, write->ts, write->shard, write->bitmap_bytes);
+      write->bitmap_bytes = {};  // logged: no longer needed
+      break;
+    case PreparedWrite::kSnapshotCommit:
+      type = storage::RecordType::kSnapshotCommit;
+      payload = storage::EncodeSnapshotCommit(write->tag, write->ts, write->shards);
+      break;
+  }
+  durability_->Submit(type, std::move(payload),
+                      [this, id, kind, write = std::move(write), done = std::move(done)](Status s) {
+                        capnp::MallocMessageBuilder mb;
+                        auto resp = mb.initRoot<Response>();
+                        resp.setId(id);
+                        resp.setStatus(wire::Status::OK);
+                        StatusCode code;
+                        if (!s.ok()) {
+                          SetError(resp, s);
+                          code = s.code();
+                        } else {
+                          try {
+                            code = ApplyWrite(*write, resp);
+                          } catch (const std::exception& e) {
+                            // Logged but not applied here: replay applies it after a restart.
+                            Status err = Status::Internal(std::string("logged, then failed to apply: ") + e.what());
+                            SetError(resp, err);
+                            code = err.code();
+                          }
+                        }
+                        done(Finish(mb, id, kind, code));
+                      });
 }
 
 void Service::FillStats(Response::StatsReply::Builder out) {
@@ -363,6 +579,30 @@ void Service::FillStats(Response::StatsReply::Builder out) {
   out.setSnapshotsApplied(s.counters.snapshots_applied);
   out.setSnapshotsStale(s.counters.snapshots_stale);
   out.setSnapshotTies(s.counters.snapshot_ties);
+  if (durability_) {
+    durability::DurabilityStats d = durability_->Stats();
+    CopyText(durability::FsyncPolicyName(d.fsync), [&](unsigned n) { return out.initFsyncPolicy(n); });
+    out.setWalSegment(d.wal_segment);
+    out.setWalBytes(d.wal_bytes);
+    out.setWalBytesSinceCheckpoint(d.wal_bytes_since_checkpoint);
+    out.setWalRecords(d.records);
+    out.setWalGroups(d.groups);
+    out.setFsyncs(d.fsyncs);
+    out.setFsyncMicrosTotal(d.fsync_micros_total);
+    out.setFsyncMicrosMax(d.fsync_micros_max);
+    out.setWritesRefusedIo(d.writes_refused_io);
+    out.setCheckpoints(d.checkpoints);
+    out.setCheckpointFailures(d.checkpoint_failures);
+    out.setLastCheckpointUnixMs(d.last_checkpoint_unix_ms);
+    out.setLastCheckpointBytes(d.last_checkpoint_bytes);
+    out.setTornTailsDropped(d.torn_tails_dropped);
+    out.setRecoveryMicros(d.recovery.total_micros);
+  }
+  if (memory_) {
+    out.setMemoryBytes(memory_->ResidentBytes());
+    out.setMaxMemoryBytes(memory_->limit_bytes());
+    out.setWritesRefusedMemory(memory_->refused());
+  }
 
   auto kinds = out.initRequests(kNumKinds);
   for (size_t k = 0; k < kNumKinds; ++k) {

@@ -12,12 +12,15 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "memory_guard.h"
 #include "request_stats.h"
 #include "tagcache/common/status.h"
+#include "tagcache/durability/durability.h"
 #include "tagcache/protocol/tagcache.capnp.h"
 #include "tagcache/server/engine.h"
 
@@ -49,6 +52,18 @@ struct FrameResult {
   size_t kind = kKindMalformed;
   bool ok = false;
   bool malformed = false;  // the request could not be read: close the connection
+};
+
+// A write request decoded and checked, ready to be logged and applied.
+struct PreparedWrite {
+  enum Kind : uint8_t { kEvents, kSnapshotPart, kSnapshotCommit } kind = kEvents;
+  std::vector<Event> events;  // kEvents
+  std::string tag;            // kSnapshotPart, kSnapshotCommit
+  Timestamp ts = 0;
+  uint64_t shard = 0;          // kSnapshotPart
+  Roaring members;             // kSnapshotPart
+  std::string bitmap_bytes;    // kSnapshotPart: the portable bytes as received, for the log
+  std::vector<uint64_t> shards;  // kSnapshotCommit
 };
 
 class Service {
@@ -92,6 +107,19 @@ class Service {
   // response frame. Never throws. Called on worker threads.
   FrameResult ExecuteFrame(kj::ArrayPtr<const capnp::word> body);
 
+  // ExecuteFrame that may finish later: on a durable node a write is logged
+  // first and `done` runs (on a worker) once it is durable and applied; a
+  // checkpoint runs on the durability's thread. Other requests call `done`
+  // before returning. `body` need not outlive the call. Never throws.
+  void ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body,
+                         std::function<void(FrameResult)> done);
+
+  // Makes writes go through `durability` (logged before they are applied
+  // and acknowledged) and enables Checkpoint. Call before serving.
+  void set_durability(durability::Durability* durability) { durability_ = durability; }
+  // Refuses writes with OVERLOADED while the node is over its memory limit.
+  void set_memory_guard(MemoryGuard* guard) { memory_ = guard; }
+
   // Appends an error response frame with `id` and `status` to `out`.
   static void AppendErrorFrame(uint64_t id, const Status& status, std::vector<uint8_t>& out);
 
@@ -106,6 +134,12 @@ class Service {
 
  private:
   StatusCode DoExecute(wire::Request::Reader req, wire::Response::Builder resp);
+  Result<PreparedWrite> DecodeWrite(wire::Request::Reader req) const;
+  StatusCode ApplyWrite(const PreparedWrite& write, wire::Response::Builder resp);
+  // Memory admission: OVERLOADED while the node is over --max-memory.
+  Status AdmitWrite(const PreparedWrite& write);
+  // Turns a filled-in response into a FrameResult.
+  FrameResult Finish(capnp::MallocMessageBuilder& mb, uint64_t id, size_t kind, StatusCode code);
   void FillStats(wire::Response::StatsReply::Builder out);
 
   Engine& engine_;
@@ -113,6 +147,8 @@ class Service {
   std::string node_name_;
   std::vector<std::unique_ptr<RequestStats>> stats_;
   std::atomic<uint64_t> connections_{0};
+  durability::Durability* durability_ = nullptr;
+  MemoryGuard* memory_ = nullptr;
 };
 
 }  // namespace tagcache::net

@@ -143,6 +143,40 @@ struct NodeStats {
   uint64_t snapshots_applied = 0;
   uint64_t snapshots_stale = 0;
   uint64_t snapshot_ties = 0;
+
+  // Durability: zero / empty on a node without a data directory.
+  std::string fsync_policy;  // "always", "batch" or "none"; empty: the node has no WAL
+  uint64_t wal_segment = 0;  // the segment being appended to
+  uint64_t wal_bytes = 0;    // appended since start
+  uint64_t wal_bytes_since_checkpoint = 0;  // what a restart would replay
+  uint64_t wal_records = 0;
+  uint64_t wal_groups = 0;  // group commits: one write and at most one fsync each
+  uint64_t fsyncs = 0;
+  uint64_t fsync_micros_total = 0;  // divided by fsyncs: the mean
+  uint64_t fsync_micros_max = 0;
+  uint64_t writes_refused_io = 0;  // writes that could not be logged (disk full, I/O error)
+  uint64_t checkpoints = 0;
+  uint64_t checkpoint_failures = 0;
+  uint64_t last_checkpoint_unix_ms = 0;  // 0: none since start
+  uint64_t last_checkpoint_bytes = 0;
+  uint64_t torn_tails_dropped = 0;  // at the last start
+  uint64_t recovery_micros = 0;     // how long the last start took to recover the state
+
+  // Memory limit.
+  uint64_t memory_bytes = 0;      // resident set size of the node's process
+  uint64_t max_memory_bytes = 0;  // 0: no limit
+  uint64_t writes_refused_memory = 0;
+};
+
+// One node's CheckpointReply.
+struct NodeCheckpoint {
+  std::string node;  // the address the client uses for it ("host:port")
+  std::string path;  // the checkpoint file, on the node's disk
+  // WAL segments from this one on are replayed after the checkpoint at a start.
+  uint64_t wal_segment = 0;
+  uint64_t bytes = 0;
+  uint64_t micros = 0;            // how long writing it took on the node
+  uint64_t segments_removed = 0;  // WAL segments the checkpoint made obsolete and deleted
 };
 
 // Completion of an async call. Runs on the client's internal I/O thread:
@@ -160,8 +194,8 @@ using Callback = std::function<void(Result<T>)>;
 //   otherwise (IsDeadlineExceeded() tells the first kind apart);
 // - a call beyond max_queued is OVERLOADED.
 //
-// Retries: a read (every call except ApplyEvents, LoadSnapshot and
-// CommitSnapshot) whose connection is lost after it was sent is re-sent
+// Retries: a read (every call except ApplyEvents, LoadSnapshot,
+// CommitSnapshot and Checkpoint) whose connection is lost after it was sent is re-sent
 // once on another connection of the node if its deadline allows. Writes are
 // never re-sent automatically: the write may or may not have been applied.
 // Re-sending one is always safe (the merge is idempotent), so a caller may
@@ -235,6 +269,14 @@ class Client {
                                        const CallOptions& call = {});
   // One entry per node of the cluster map.
   Result<std::vector<NodeStats>> Stats(const CallOptions& call = {});
+  // Admin: every node of the map writes a checkpoint of its state now (and
+  // drops the WAL segments it covers); one entry per node, in map order.
+  // Any node's failure fails the call with that node's status, e.g.
+  // BAD_REQUEST from a node without a data directory. A checkpoint of a
+  // large node can take minutes: pass a CallOptions::timeout to match.
+  // Not re-sent after a lost connection (see Retries): the node may still
+  // be writing the first one.
+  Result<std::vector<NodeCheckpoint>> Checkpoint(const CallOptions& call = {});
 
   // ---- Async calls: return at once; `done` runs later on the I/O thread
   // (see Callback). Arguments are copied before the call returns.
@@ -262,6 +304,7 @@ class Client {
                            const std::vector<uint64_t>& shards, Callback<CommitOutcome> done,
                            const CallOptions& call = {});
   void StatsAsync(Callback<std::vector<NodeStats>> done, const CallOptions& call = {});
+  void CheckpointAsync(Callback<std::vector<NodeCheckpoint>> done, const CallOptions& call = {});
 
   class Impl;  // private; public only so the implementation's helpers can name it
 

@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <roaring/roaring.hh>
@@ -138,6 +139,48 @@ struct EngineStats {
   std::vector<TagStats> per_tag;      // ascending tag name
 };
 
+// ---- State transfer: checkpoints, repair, shard moves ----------------------
+// A node's state as plain values, by tag name (tag ids are internal). Merging
+// a state into an engine follows the brief's merge of two states: for the
+// same (tag, shard) the higher base_ts wins the base (at equal base_ts the
+// larger base_digest), overrides merge by rule 2 and are then filtered by
+// rule 1, known users and rule 4's floors merge by union and maximum. Merge
+// is commutative and idempotent: merging a state into an empty engine
+// restores it exactly, and merging it twice changes nothing.
+
+struct OverrideState {
+  uint32_t offset = 0;
+  Timestamp ts = 0;
+  TagOp op = TagOp::kSet;
+};
+
+struct ColumnState {
+  std::string tag;
+  Roaring bitmap;  // effective members (offsets): the base with the overrides applied
+  Timestamp base_ts = 0;
+  uint64_t base_digest = 0;
+  bool has_base = false;
+  std::vector<OverrideState> overrides;  // ascending offset
+};
+
+struct ShardState {
+  uint64_t shard = 0;
+  Roaring known;                     // offsets of the shard's known users
+  std::vector<ColumnState> columns;  // one per tag with state in the shard
+};
+
+// Rule 4's per-tag record of "empty as of S" for shards without state.
+struct TagState {
+  std::string name;
+  bool has_floor = false;
+  Timestamp floor_ts = 0;
+  // The exceptions to floor_ts: shards every commit at floor_ts named
+  // (whether their part arrived or not), each with the floor it keeps, the
+  // newest commit that did not name it (nullopt: none; always < floor_ts).
+  // Ascending shard.
+  std::vector<std::pair<uint64_t, std::optional<Timestamp>>> missing;
+};
+
 // True when `name` is a valid tag name: 1-128 bytes of [A-Za-z0-9_.:-].
 bool IsValidTagName(std::string_view name);
 
@@ -179,6 +222,15 @@ class Engine {
   // stop the others or the commit; its STALE_SNAPSHOT status is returned.
   Status ApplyFullSnapshot(std::string_view tag, Timestamp ts, std::span<const UserId> users);
 
+  // The checks a write passes before it is applied, and on a durable node
+  // before it is logged, so that the log holds only accepted writes: tag
+  // names, shard and offset ranges, ts not too far ahead (counted as the
+  // write itself would be). Same statuses and messages as the write.
+  Status CheckEvents(std::span<const Event> events) const;
+  Status CheckSnapshot(std::string_view tag, Timestamp ts, uint64_t shard,
+                       const Roaring& offsets) const;
+  Status CheckCommit(std::string_view tag, Timestamp ts) const;
+
   // ---- Point lookups ------------------------------------------------------
 
   // The user's tags, in tag-creation order; O(tags of the user). With
@@ -208,6 +260,33 @@ class Engine {
   // The k tags most common among the users matching `expr`, with exact counts,
   // by count descending then name ascending; tags with count 0 are left out.
   Result<std::vector<TagCount>> TopTags(std::string_view expr, size_t k) const;
+
+  // ---- State transfer -----------------------------------------------------
+
+  // Every tag, in creation order (the order GetTags reports), with its rule 4 record.
+  std::vector<TagState> ExportTags() const;
+  // Shards holding any state, ascending.
+  std::vector<uint64_t> ShardIds() const;
+  // A copy of one shard's state, taken under the shard's lock (a consistent
+  // cut of that shard; writes to it wait only for the copy). A shard without
+  // state gives an empty ShardState.
+  ShardState ExportShard(uint64_t shard) const;
+  // Creates the tags that do not exist yet, in the order given, and merges
+  // their rule 4 records (floors by maximum). BAD_REQUEST for a bad name.
+  Status MergeTags(std::span<const TagState> tags);
+  // Merges one shard's state (see above). BAD_REQUEST for a bad tag name,
+  // an offset >= 2^shard_bits or a shard out of range; nothing is applied then.
+  Status MergeShard(const ShardState& state);
+  // XXH3-64 over the whole logical state (tags with their floors, and per
+  // shard: known users, and per column: members, base_ts, base_digest,
+  // has_base, overrides), independent of tag creation order and memory
+  // layout. Two engines with equal digests hold the same state.
+  uint64_t StateDigest() const;
+
+  // Turns the FUTURE_TIMESTAMP check off while a log is replayed (a write
+  // accepted yesterday must replay even if the clock has moved back).
+  // Thread-safe. Default: on (per EngineOptions::max_future_ms).
+  void SetFutureCheck(bool enabled);
 
   // ---- Introspection ------------------------------------------------------
 

@@ -12,6 +12,8 @@
 #include <string>
 
 #include "tagcache/common/status.h"
+#include "tagcache/durability/durability.h"
+#include "tagcache/storage/file_system.h"
 #include "tagcache/protocol/frame.h"
 #include "tagcache/server/engine.h"
 
@@ -51,6 +53,19 @@ struct NodeOptions {
   // On Stop(): how long in-flight requests may take to finish and flush
   // before the remaining connections are closed. Default: 5 s.
   std::chrono::milliseconds shutdown_grace{5'000};
+  // Directory of the write-ahead log and checkpoints. When set, Start()
+  // first recovers the state from it, and every write is logged before it
+  // is applied and acknowledged. Empty: nothing is persisted (a cache, or
+  // tests). Default: empty.
+  std::string data_dir;
+  // Fsync policy, checkpoint triggers, recovery mode (its data_dir field is
+  // ignored: data_dir above is used).
+  durability::DurabilityOptions durability;
+  // File system for the data directory; null: the real one. Tests inject faults here.
+  storage::FileSystem* file_system = nullptr;
+  // Over this resident memory, writes are refused with OVERLOADED and reads
+  // keep working. 0: no limit. Default: 0.
+  uint64_t max_memory_bytes = 0;
   // When true, SIGINT and SIGTERM call Stop(). Default: false (tests).
   bool stop_on_signals = false;
 };
@@ -69,9 +84,11 @@ class Node {
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
-  // Resolves the listen address, binds and listens, and starts accepting
-  // (connections are served once Run() runs). IO_ERROR naming the address
-  // when it cannot listen. REQUIRES: called once, before Run().
+  // Recovers the state from data_dir (if set), then resolves the listen
+  // address, binds and listens, and starts accepting (connections are
+  // served once Run() runs). IO_ERROR naming the address when it cannot
+  // listen, or naming the file and offset when recovery fails.
+  // REQUIRES: called once, before Run().
   Status Start();
 
   // The bound port and "HOST:PORT" (IPv6 hosts in brackets). Valid after a

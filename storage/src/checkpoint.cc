@@ -1,0 +1,845 @@
+// Checkpoint files (docs/WAL.md, "Checkpoints"): the engine's state as
+// record_io records, written to a temp file and renamed into place, and read
+// back strictly (a checkpoint is either whole or refused; unlike a WAL tail,
+// nothing in it was ever "not yet acknowledged").
+//
+// Loading is the restart path, so the expensive part (deserializing and
+// validating bitmaps, merging) runs on worker threads while the calling
+// thread reads records; a bounded queue keeps memory at a few shards.
+#include "tagcache/storage/checkpoint.h"
+
+// roaring.h first: it includes the container headers inside extern "C".
+#include <roaring/roaring.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "tagcache/storage/record_io.h"
+
+namespace tagcache::storage {
+namespace {
+
+// The writer hands the file system a few large appends rather than one per
+// record.
+constexpr size_t kFlushBytes = size_t{4} << 20;
+// Tags records are split near this size so no record needs a huge buffer.
+constexpr size_t kTagsRecordBytes = size_t{16} << 20;
+constexpr size_t kMaxTagBytes = 128;
+constexpr std::string_view kNamePrefix = "checkpoint-";
+constexpr std::string_view kNameSuffix = ".ckpt";
+constexpr size_t kNameDigits = 20;
+
+constexpr size_t kHeaderBytes = 4 + 4 + 8 + 8;
+constexpr size_t kEndBytes = 8 + 8 + 8;
+constexpr size_t kOverrideBytes = 4 + 8 + 1;
+constexpr size_t kMissingBytes = 8 + 1 + 8;
+constexpr size_t kMinTagStateBytes = 1 + 1 + 1 + 8 + 4;
+
+std::string N(uint64_t v) { return std::to_string(v); }
+
+uint64_t NowMicros(std::chrono::steady_clock::time_point start) {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::steady_clock::now() - start)
+                                   .count());
+}
+
+// ---- Encoding ----------------------------------------------------------------
+
+void PutU8(std::string& out, uint8_t v) { out.push_back(static_cast<char>(v)); }
+void PutU32(std::string& out, uint32_t v) {
+  char b[4];
+  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (8 * i));
+  out.append(b, 4);
+}
+void PutU64(std::string& out, uint64_t v) {
+  char b[8];
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (8 * i));
+  out.append(b, 8);
+}
+// Tag names come from the engine, which holds only valid (1-128 byte) names.
+void PutTag(std::string& out, std::string_view tag) {
+  PutU8(out, static_cast<uint8_t>(tag.size()));
+  out.append(tag);
+}
+void PutBitmap(std::string& out, const Roaring& bitmap) {
+  const size_t size = bitmap.getSizeInBytes(/*portable=*/true);
+  PutU32(out, static_cast<uint32_t>(size));
+  const size_t at = out.size();
+  out.resize(at + size);
+  const size_t written = bitmap.write(out.data() + at, /*portable=*/true);
+  out.resize(at + written);  // equal to size; keeps the length honest if not
+}
+
+void EncodeTagState(const TagState& tag, std::string& out) {
+  PutTag(out, tag.name);
+  PutU8(out, tag.has_floor ? 1 : 0);
+  PutU64(out, tag.floor_ts);
+  PutU32(out, static_cast<uint32_t>(tag.missing.size()));
+  for (const auto& [shard, floor] : tag.missing) {
+    PutU64(out, shard);
+    PutU8(out, floor.has_value() ? 1 : 0);
+    PutU64(out, floor.value_or(0));
+  }
+}
+
+void EncodeColumn(uint64_t shard, const ColumnState& column, std::string& out) {
+  PutU64(out, shard);
+  PutTag(out, column.tag);
+  PutU64(out, column.base_ts);
+  PutU64(out, column.base_digest);
+  PutU8(out, column.has_base ? 1 : 0);
+  PutU32(out, static_cast<uint32_t>(column.overrides.size()));
+  for (const OverrideState& o : column.overrides) {
+    PutU32(out, o.offset);
+    PutU64(out, o.ts);
+    PutU8(out, static_cast<uint8_t>(o.op));
+  }
+  PutBitmap(out, column.bitmap);
+}
+
+// Frames records into a buffer and appends it to the file in large pieces.
+class BufferedRecordWriter {
+ public:
+  explicit BufferedRecordWriter(WritableFile& file) : file_(file) { buffer_.reserve(kFlushBytes); }
+
+  Status Add(RecordType type, std::string_view payload) {
+    AppendRecord(type, payload, buffer_);
+    return buffer_.size() >= kFlushBytes ? Flush() : Status::Ok();
+  }
+  Status Flush() {
+    if (buffer_.empty()) return Status::Ok();
+    Status s = file_.Append(buffer_);
+    flushed_ += buffer_.size();
+    buffer_.clear();
+    return s;
+  }
+  // Framed bytes so far, flushed or not: the offset the next record gets.
+  uint64_t bytes() const { return flushed_ + buffer_.size(); }
+
+ private:
+  WritableFile& file_;
+  std::string buffer_;
+  uint64_t flushed_ = 0;
+};
+
+// ---- Decoding ----------------------------------------------------------------
+
+// A cursor over a record payload. Records are checksummed, so a failure here
+// means a writer bug or a checksum collision; still, nothing is trusted.
+class Reader {
+ public:
+  explicit Reader(std::string_view data) : data_(data) {}
+  size_t remaining() const { return data_.size() - pos_; }
+
+  bool U8(uint8_t* v) {
+    if (remaining() < 1) return false;
+    *v = static_cast<uint8_t>(data_[pos_++]);
+    return true;
+  }
+  bool U32(uint32_t* v) {
+    if (remaining() < 4) return false;
+    uint32_t r = 0;
+    for (int i = 0; i < 4; ++i) r |= uint32_t{static_cast<uint8_t>(data_[pos_ + i])} << (8 * i);
+    pos_ += 4;
+    *v = r;
+    return true;
+  }
+  bool U64(uint64_t* v) {
+    if (remaining() < 8) return false;
+    uint64_t r = 0;
+    for (int i = 0; i < 8; ++i) r |= uint64_t{static_cast<uint8_t>(data_[pos_ + i])} << (8 * i);
+    pos_ += 8;
+    *v = r;
+    return true;
+  }
+  bool Bytes(size_t n, std::string_view* v) {
+    if (remaining() < n) return false;
+    *v = data_.substr(pos_, n);
+    pos_ += n;
+    return true;
+  }
+  bool Flag(bool* v) {
+    uint8_t b = 0;
+    if (!U8(&b) || b > 1) return false;
+    *v = b == 1;
+    return true;
+  }
+  bool Tag(std::string_view* tag) {
+    uint8_t len = 0;
+    return U8(&len) && len >= 1 && len <= kMaxTagBytes && Bytes(len, tag) &&
+           IsValidTagName(*tag);
+  }
+  bool Blob(std::string_view* v) {
+    uint32_t len = 0;
+    return U32(&len) && Bytes(len, v);
+  }
+
+ private:
+  std::string_view data_;
+  size_t pos_ = 0;
+};
+
+// ---- Bitmaps -----------------------------------------------------------------
+// CRoaring 0.2.66's safe reader checks bounds only (it trusts a negative
+// container count and never looks at container contents), so a bitmap is
+// first checked to be exactly one complete portable bitmap, then read, then
+// its containers are checked for the invariants Roaring operations rely on.
+
+constexpr uint32_t kCookieNoRuns = 12346;
+constexpr uint32_t kCookieRuns = 12347;
+constexpr uint32_t kMaxContainers = 1u << 16;
+constexpr uint32_t kMaxArray = 4096;
+
+uint16_t LoadU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
+uint32_t LoadU32(const uint8_t* p) {
+  return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
+}
+
+Status BadBitmap(const std::string& what) { return Status::IoError("bad bitmap: " + what); }
+
+Status CheckBitmapLayout(const uint8_t* data, size_t size) {
+  if (size < 4) return BadBitmap("truncated cookie");
+  size_t pos = 4;
+  const uint32_t cookie = LoadU32(data);
+  bool runs = false;
+  uint32_t n = 0;
+  if ((cookie & 0xFFFF) == kCookieRuns) {
+    runs = true;
+    n = (cookie >> 16) + 1;
+  } else if (cookie == kCookieNoRuns) {
+    if (size < 8) return BadBitmap("truncated container count");
+    n = LoadU32(data + 4);
+    pos = 8;
+    if (n > kMaxContainers) return BadBitmap("container count " + N(n));
+  } else {
+    return BadBitmap("unknown cookie " + N(cookie));
+  }
+  const uint8_t* run_flags = data + pos;
+  if (runs) {
+    if (size - pos < (n + 7) / 8) return BadBitmap("truncated run flags");
+    pos += (n + 7) / 8;
+  }
+  if (size - pos < 4 * size_t{n}) return BadBitmap("truncated descriptive header");
+  const uint8_t* descriptive = data + pos;
+  pos += 4 * size_t{n};
+  // CRoaring writes offsets except for small bitmaps with runs.
+  if (!runs || n >= 4) {
+    if (size - pos < 4 * size_t{n}) return BadBitmap("truncated offsets");
+    pos += 4 * size_t{n};
+  }
+  for (uint32_t k = 0; k < n; ++k) {
+    const uint32_t cardinality = LoadU16(descriptive + 4 * k + 2) + 1u;
+    size_t bytes = 0;
+    if (runs && (run_flags[k / 8] >> (k % 8) & 1) != 0) {
+      if (size - pos < 2) return BadBitmap("truncated run container " + N(k));
+      bytes = 2 + 4 * size_t{LoadU16(data + pos)};
+    } else {
+      bytes = cardinality > kMaxArray ? 8192 : 2 * size_t{cardinality};
+    }
+    if (size - pos < bytes) return BadBitmap("truncated container " + N(k));
+    pos += bytes;
+  }
+  if (pos != size) return BadBitmap(N(size - pos) + " trailing bytes");
+  return Status::Ok();
+}
+
+// The largest value of container k (whose key is `key`), or an error.
+Result<uint32_t> CheckContainer(const roaring_array_t& ra, int32_t k) {
+  const uint32_t base = uint32_t{ra.keys[k]} << 16;
+  const void* c = ra.containers[k];
+  switch (ra.typecodes[k]) {
+    case ARRAY_CONTAINER_TYPE_CODE: {
+      const auto* a = static_cast<const array_container_t*>(c);
+      if (a->cardinality < 1 || a->cardinality > static_cast<int32_t>(kMaxArray)) {
+        return BadBitmap("array container of " + N(static_cast<uint64_t>(a->cardinality)));
+      }
+      for (int32_t i = 1; i < a->cardinality; ++i) {
+        if (a->array[i] <= a->array[i - 1]) return BadBitmap("unsorted array container");
+      }
+      return base | a->array[a->cardinality - 1];
+    }
+    case BITSET_CONTAINER_TYPE_CODE: {
+      const auto* b = static_cast<const bitset_container_t*>(c);
+      if (bitset_container_compute_cardinality(b) != b->cardinality ||
+          b->cardinality <= static_cast<int32_t>(kMaxArray)) {
+        return BadBitmap("bitset container with a wrong cardinality");
+      }
+      int word = BITSET_CONTAINER_SIZE_IN_WORDS - 1;
+      while (b->array[word] == 0) --word;  // cardinality > 4096: some word is set
+      return base | static_cast<uint32_t>(word * 64 + 63 - __builtin_clzll(b->array[word]));
+    }
+    case RUN_CONTAINER_TYPE_CODE: {
+      const auto* r = static_cast<const run_container_t*>(c);
+      if (r->n_runs < 1) return BadBitmap("empty run container");
+      int64_t previous_last = -2;
+      for (int32_t i = 0; i < r->n_runs; ++i) {
+        const uint32_t start = r->runs[i].value;
+        const uint32_t last = start + r->runs[i].length;
+        // Sorted, disjoint and not touching: CRoaring writes nothing else.
+        if (last > 0xFFFF || static_cast<int64_t>(start) <= previous_last + 1) {
+          return BadBitmap("run container with unsorted, overlapping or overflowing runs");
+        }
+        previous_last = last;
+      }
+      return base | static_cast<uint32_t>(previous_last);
+    }
+    default:
+      return BadBitmap("container type " + N(ra.typecodes[k]));
+  }
+}
+
+// Reads a portable bitmap whose values must all be < `limit`.
+Result<Roaring> ReadBitmap(std::string_view bytes, uint64_t limit) {
+  const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
+  if (Status s = CheckBitmapLayout(data, bytes.size()); !s.ok()) return s;
+  roaring_bitmap_t* raw = roaring_bitmap_portable_deserialize_safe(bytes.data(), bytes.size());
+  if (raw == nullptr) return BadBitmap("CRoaring could not read it");
+  Roaring bitmap(raw);  // takes over the contents, frees `raw`
+  const roaring_array_t& ra = bitmap.roaring.high_low_container;
+  for (int32_t k = 0; k < ra.size; ++k) {
+    if (k > 0 && ra.keys[k] <= ra.keys[k - 1]) return BadBitmap("unsorted container keys");
+    Result<uint32_t> max = CheckContainer(ra, k);
+    if (!max.ok()) return max.status();
+    if (*max >= limit) {
+      return BadBitmap("offset " + N(*max) + " is out of range (must be < " + N(limit) + ")");
+    }
+  }
+  if (bitmap.getSizeInBytes(/*portable=*/true) != bytes.size()) {
+    return BadBitmap("does not re-serialize to its " + N(bytes.size()) + " bytes");
+  }
+  return bitmap;
+}
+
+// ---- Loading -----------------------------------------------------------------
+
+Status ErrorAt(const std::string& path, uint64_t offset, const std::string& what) {
+  return Status::IoError("checkpoint " + path + ": offset " + N(offset) + ": " + what);
+}
+
+struct RawRecord {
+  uint64_t offset = 0;
+  std::string payload;
+};
+
+// A kCheckpointShard record and its columns, copied out of the reader.
+struct ShardGroup {
+  uint64_t shard = 0;
+  uint32_t expected_columns = 0;
+  RawRecord shard_record;
+  std::vector<RawRecord> columns;
+};
+
+struct Failure {
+  uint64_t offset = 0;
+  Status status;
+};
+
+Result<std::vector<TagState>> DecodeTags(std::string_view payload) {
+  Reader r(payload);
+  uint32_t count = 0;
+  if (!r.U32(&count)) return Status::IoError("bad tags record: truncated count");
+  if (count > r.remaining() / kMinTagStateBytes) {
+    return Status::IoError("bad tags record: tag count " + N(count) + " cannot fit");
+  }
+  std::vector<TagState> tags;
+  tags.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    TagState t;
+    std::string_view name;
+    uint32_t missing = 0;
+    if (!r.Tag(&name) || !r.Flag(&t.has_floor) || !r.U64(&t.floor_ts) || !r.U32(&missing)) {
+      return Status::IoError("bad tags record: tag " + N(i) + " is malformed");
+    }
+    t.name = std::string(name);
+    if (missing > r.remaining() / kMissingBytes) {
+      return Status::IoError("bad tags record: tag " + t.name + " has a missing-shard count " +
+                             N(missing) + " that cannot fit");
+    }
+    t.missing.reserve(missing);
+    for (uint32_t j = 0; j < missing; ++j) {
+      uint64_t shard = 0;
+      bool has_ts = false;
+      uint64_t ts = 0;
+      if (!r.U64(&shard) || !r.Flag(&has_ts) || !r.U64(&ts)) {
+        return Status::IoError("bad tags record: tag " + t.name + " has a malformed missing shard");
+      }
+      if (!t.missing.empty() && shard <= t.missing.back().first) {
+        return Status::IoError("bad tags record: tag " + t.name +
+                               "'s missing shards are not ascending");
+      }
+      t.missing.emplace_back(shard, has_ts ? std::optional<Timestamp>(ts) : std::nullopt);
+    }
+    tags.push_back(std::move(t));
+  }
+  if (r.remaining() != 0) {
+    return Status::IoError("bad tags record: " + N(r.remaining()) + " trailing bytes");
+  }
+  return tags;
+}
+
+// Decodes one shard group into the state MergeShard takes. Errors carry the
+// offset of the record at fault.
+Result<ShardState> DecodeShardGroup(const ShardGroup& group, int shard_bits, uint64_t* bad_offset) {
+  const uint64_t limit = uint64_t{1} << shard_bits;
+  ShardState state;
+  state.shard = group.shard;
+  {
+    *bad_offset = group.shard_record.offset;
+    Reader r(group.shard_record.payload);
+    uint64_t shard = 0;
+    uint32_t columns = 0;
+    std::string_view known;
+    if (!r.U64(&shard) || !r.U32(&columns) || !r.Blob(&known) || r.remaining() != 0) {
+      return Status::IoError("bad shard record");
+    }
+    Result<Roaring> bitmap = ReadBitmap(known, limit);
+    if (!bitmap.ok()) return Status::IoError("shard " + N(shard) + " known users: " +
+                                             bitmap.status().message());
+    state.known = std::move(*bitmap);
+  }
+  state.columns.reserve(group.columns.size());
+  std::unordered_set<std::string_view> tags;
+  for (const RawRecord& raw : group.columns) {
+    *bad_offset = raw.offset;
+    Reader r(raw.payload);
+    ColumnState c;
+    uint64_t shard = 0;
+    std::string_view tag;
+    uint32_t overrides = 0;
+    if (!r.U64(&shard) || !r.Tag(&tag) || !r.U64(&c.base_ts) || !r.U64(&c.base_digest) ||
+        !r.Flag(&c.has_base) || !r.U32(&overrides)) {
+      return Status::IoError("bad column record: malformed header");
+    }
+    c.tag = std::string(tag);
+    const std::string what = "column " + c.tag + " of shard " + N(group.shard) + ": ";
+    if (!tags.insert(tag).second) return Status::IoError(what + "the tag appears twice");
+    if (overrides > r.remaining() / kOverrideBytes) {
+      return Status::IoError(what + "override count " + N(overrides) + " cannot fit");
+    }
+    c.overrides.reserve(overrides);
+    for (uint32_t i = 0; i < overrides; ++i) {
+      OverrideState o;
+      uint8_t op = 0;
+      (void)(r.U32(&o.offset) && r.U64(&o.ts) && r.U8(&op));  // fits: checked above
+      if (op > static_cast<uint8_t>(TagOp::kClear)) {
+        return Status::IoError(what + "override " + N(i) + " has unknown op " + N(op));
+      }
+      o.op = static_cast<TagOp>(op);
+      if (o.offset >= limit) {
+        return Status::IoError(what + "override offset " + N(o.offset) + " is out of range");
+      }
+      if (!c.overrides.empty() && o.offset <= c.overrides.back().offset) {
+        return Status::IoError(what + "overrides are not in ascending offset order");
+      }
+      c.overrides.push_back(o);
+    }
+    std::string_view bytes;
+    if (!r.Blob(&bytes) || r.remaining() != 0) {
+      return Status::IoError(what + "malformed bitmap length or trailing bytes");
+    }
+    Result<Roaring> bitmap = ReadBitmap(bytes, limit);
+    if (!bitmap.ok()) return Status::IoError(what + bitmap.status().message());
+    c.bitmap = std::move(*bitmap);
+    state.columns.push_back(std::move(c));
+  }
+  return state;
+}
+
+// Decodes and merges shard groups on worker threads. The queue holds at most
+// `capacity` groups, so a fast reader cannot pull the whole file into memory.
+class MergePool {
+ public:
+  MergePool(int threads, size_t capacity, std::function<void(ShardGroup&)> work)
+      : capacity_(capacity), work_(std::move(work)) {
+    for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { Run(); });
+  }
+  ~MergePool() { Finish(); }
+
+  void Submit(ShardGroup group) {
+    std::unique_lock lock(mu_);
+    not_full_.wait(lock, [&] { return queue_.size() < capacity_; });
+    queue_.push_back(std::move(group));
+    not_empty_.notify_one();
+  }
+
+  // Waits for every submitted group to be merged.
+  void Finish() {
+    {
+      std::lock_guard lock(mu_);
+      if (closed_) return;
+      closed_ = true;
+    }
+    not_empty_.notify_all();
+    for (std::thread& t : workers_) t.join();
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      ShardGroup group;
+      {
+        std::unique_lock lock(mu_);
+        not_empty_.wait(lock, [&] { return closed_ || !queue_.empty(); });
+        if (queue_.empty()) return;
+        group = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      not_full_.notify_one();
+      work_(group);
+    }
+  }
+
+  const size_t capacity_;
+  std::function<void(ShardGroup&)> work_;
+  std::mutex mu_;
+  std::condition_variable not_full_;
+  std::condition_variable not_empty_;
+  std::deque<ShardGroup> queue_;
+  bool closed_ = false;
+  std::vector<std::thread> workers_;
+};
+
+// The wal segment a checkpoint file name carries, if it is one.
+std::optional<uint64_t> ParseCheckpointName(std::string_view name) {
+  if (name.size() != kNamePrefix.size() + kNameDigits + kNameSuffix.size() ||
+      !name.starts_with(kNamePrefix) || !name.ends_with(kNameSuffix)) {
+    return std::nullopt;
+  }
+  uint64_t v = 0;
+  for (char ch : name.substr(kNamePrefix.size(), kNameDigits)) {
+    if (ch < '0' || ch > '9') return std::nullopt;
+    const uint64_t digit = static_cast<uint64_t>(ch - '0');
+    if (v > (std::numeric_limits<uint64_t>::max() - digit) / 10) return std::nullopt;
+    v = v * 10 + digit;
+  }
+  return v;
+}
+
+std::string_view BaseName(std::string_view path) {
+  const size_t slash = path.rfind('/');
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+}  // namespace
+
+std::string CheckpointPath(const std::string& dir, uint64_t wal_segment) {
+  std::string digits = N(wal_segment);
+  std::string name = std::string(kNamePrefix) + std::string(kNameDigits - digits.size(), '0') +
+                     digits + std::string(kNameSuffix);
+  if (dir.empty()) return name;
+  return dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
+Result<std::vector<CheckpointFileInfo>> ListCheckpoints(FileSystem& fs, const std::string& dir) {
+  Result<std::vector<std::string>> names = fs.ListDir(dir);
+  if (!names.ok()) return names.status();
+  std::vector<CheckpointFileInfo> out;
+  for (const std::string& name : *names) {
+    std::optional<uint64_t> segment = ParseCheckpointName(name);
+    if (!segment) continue;
+    CheckpointFileInfo info;
+    info.wal_segment = *segment;
+    info.path = CheckpointPath(dir, *segment);
+    Result<uint64_t> size = fs.FileSize(info.path);
+    if (!size.ok()) return size.status();
+    info.bytes = *size;
+    out.push_back(std::move(info));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.wal_segment < b.wal_segment; });
+  return out;
+}
+
+Result<CheckpointWriteReport> WriteCheckpoint(FileSystem& fs, const std::string& dir,
+                                              uint64_t wal_segment, const Engine& engine) {
+  const auto start = std::chrono::steady_clock::now();
+  CheckpointWriteReport report;
+  report.path = CheckpointPath(dir, wal_segment);
+  const std::string tmp = report.path + ".tmp";
+  auto failed = [&](const Status& s) {
+    return Status::IoError("writing checkpoint " + report.path + ": " + s.message());
+  };
+
+  Result<std::unique_ptr<WritableFile>> opened = fs.NewWritableFile(tmp);
+  if (!opened.ok()) {
+    (void)fs.Remove(tmp);  // it may have been created before the failure
+    return failed(opened.status());
+  }
+  std::unique_ptr<WritableFile> file = std::move(*opened);
+
+  // Everything up to the rename; on failure the temp file is removed.
+  auto write_all = [&]() -> Status {
+    BufferedRecordWriter out(*file);
+    std::string payload;
+    const auto created_ms = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::system_clock::now().time_since_epoch())
+            .count());
+    PutU32(payload, kCheckpointFormatVersion);
+    PutU32(payload, static_cast<uint32_t>(engine.shard_bits()));
+    PutU64(payload, wal_segment);
+    PutU64(payload, created_ms);
+    if (Status s = out.Add(RecordType::kCheckpointHeader, payload); !s.ok()) return s;
+
+    // Tags first: the loader creates them (in creation order) before any
+    // shard refers to them.
+    const std::vector<TagState> tags = engine.ExportTags();
+    size_t i = 0;
+    while (i < tags.size()) {
+      payload.assign(4, '\0');  // count, patched below
+      uint32_t count = 0;
+      // At least one tag a record, however big it is.
+      while (i < tags.size() && (count == 0 || payload.size() < kTagsRecordBytes)) {
+        EncodeTagState(tags[i++], payload);
+        ++count;
+      }
+      for (int b = 0; b < 4; ++b) payload[b] = static_cast<char>(count >> (8 * b));
+      if (Status s = out.Add(RecordType::kCheckpointTags, payload); !s.ok()) return s;
+    }
+
+    for (uint64_t shard : engine.ShardIds()) {
+      // One shard's copy at a time: memory stays O(shard).
+      const ShardState state = engine.ExportShard(shard);
+      payload.clear();
+      PutU64(payload, shard);
+      PutU32(payload, static_cast<uint32_t>(state.columns.size()));
+      PutBitmap(payload, state.known);
+      if (Status s = out.Add(RecordType::kCheckpointShard, payload); !s.ok()) return s;
+      for (const ColumnState& column : state.columns) {
+        payload.clear();
+        EncodeColumn(shard, column, payload);
+        if (Status s = out.Add(RecordType::kCheckpointColumn, payload); !s.ok()) return s;
+      }
+      ++report.shards;
+      report.columns += state.columns.size();
+    }
+
+    payload.clear();
+    PutU64(payload, report.shards);
+    PutU64(payload, report.columns);
+    PutU64(payload, out.bytes());
+    if (Status s = out.Add(RecordType::kCheckpointEnd, payload); !s.ok()) return s;
+    if (Status s = out.Flush(); !s.ok()) return s;
+    report.bytes = out.bytes();
+    if (Status s = file->Sync(); !s.ok()) return s;
+    return file->Close();
+  };
+
+  if (Status s = write_all(); !s.ok()) {
+    file.reset();
+    (void)fs.Remove(tmp);
+    return failed(s);
+  }
+  file.reset();
+  if (Status s = fs.Rename(tmp, report.path); !s.ok()) {
+    (void)fs.Remove(tmp);
+    return failed(s);
+  }
+  if (Status s = fs.SyncDir(dir.empty() ? "." : dir); !s.ok()) {
+    // The rename may or may not survive a crash. Removing the file keeps the
+    // rule simple: a failed WriteCheckpoint leaves no checkpoint, so the
+    // caller keeps the WAL segments it covers.
+    (void)fs.Remove(report.path);
+    return failed(s);
+  }
+  report.micros = NowMicros(start);
+  return report;
+}
+
+Result<CheckpointLoadReport> LoadCheckpoint(FileSystem& fs, const std::string& path,
+                                            Engine& engine, int threads) {
+  const auto start = std::chrono::steady_clock::now();
+  const int shard_bits = engine.shard_bits();
+  Result<std::unique_ptr<SequentialFile>> opened = fs.NewSequentialFile(path);
+  if (!opened.ok()) {
+    return Status::IoError("checkpoint " + path + ": " + opened.status().message());
+  }
+  RecordReader reader(std::move(*opened), path);
+
+  // The first failure by offset wins, whichever thread found it.
+  std::mutex failure_mu;
+  std::optional<Failure> failure;
+  auto fail = [&](uint64_t offset, Status status) {
+    std::lock_guard lock(failure_mu);
+    if (!failure || offset < failure->offset) failure = Failure{offset, std::move(status)};
+  };
+  auto failed = [&] {
+    std::lock_guard lock(failure_mu);
+    return failure.has_value();
+  };
+
+  auto merge = [&](ShardGroup& group) {
+    if (failed()) return;  // the load fails anyway; do not spend time on it
+    uint64_t offset = group.shard_record.offset;
+    try {
+      Result<ShardState> state = DecodeShardGroup(group, shard_bits, &offset);
+      if (!state.ok()) return fail(offset, ErrorAt(path, offset, state.status().message()));
+      offset = group.shard_record.offset;
+      if (Status s = engine.MergeShard(*state); !s.ok()) {
+        return fail(offset, ErrorAt(path, offset,
+                                    "merging shard " + N(group.shard) + ": " + s.ToString()));
+      }
+    } catch (const std::exception& e) {
+      // Roaring reports allocation failures by throwing.
+      fail(offset, ErrorAt(path, offset, std::string("decoding shard: ") + e.what()));
+    }
+  };
+  std::optional<MergePool> pool;
+  // Each worker decodes and merges whole shards; the engine locks per shard.
+  if (threads > 1) pool.emplace(threads, 2 * static_cast<size_t>(threads), merge);
+  auto dispatch = [&](ShardGroup&& group) {
+    if (pool) {
+      pool->Submit(std::move(group));
+    } else {
+      merge(group);
+    }
+  };
+
+  enum class Phase { kHeader, kTags, kShards, kEnd } phase = Phase::kHeader;
+  std::optional<ShardGroup> group;  // the shard group being read
+  std::optional<uint64_t> last_shard;
+  uint64_t shards = 0;
+  uint64_t columns = 0;
+  CheckpointLoadReport report;
+
+  auto read_all = [&]() {
+    for (;;) {
+      Record rec;
+      uint64_t bad_offset = 0;
+      Status error;
+      const ReadOutcome outcome = reader.Next(&rec, &bad_offset, &error);
+      if (outcome == ReadOutcome::kTornTail || outcome == ReadOutcome::kCorrupt) {
+        // A checkpoint was complete before it was renamed into place: a torn
+        // tail is damage like any other.
+        return fail(bad_offset, Status::IoError("checkpoint " + error.message()));
+      }
+      if (outcome == ReadOutcome::kEnd) {
+        if (phase != Phase::kEnd) {
+          fail(reader.valid_bytes(),
+               ErrorAt(path, reader.valid_bytes(), "the file ends without an end record"));
+        }
+        return;
+      }
+      if (failed()) return;  // a worker found damage: stop reading
+      auto bad = [&](const std::string& what) { fail(rec.offset, ErrorAt(path, rec.offset, what)); };
+      if (phase == Phase::kEnd) return bad("a record follows the end record");
+      const auto type = static_cast<RecordType>(rec.type);
+      if (rec.type < static_cast<uint8_t>(RecordType::kCheckpointHeader) ||
+          rec.type > static_cast<uint8_t>(RecordType::kCheckpointEnd)) {
+        if ((rec.type & kSkippableBit) != 0 && phase != Phase::kHeader) {
+          continue;  // a later writer's optional extra
+        }
+        return bad("unknown record type " + N(rec.type));
+      }
+      if (phase == Phase::kHeader) {
+        if (type != RecordType::kCheckpointHeader) return bad("the first record is not a header");
+        Reader r(rec.payload);
+        uint32_t version = 0, bits = 0;
+        uint64_t segment = 0, created_ms = 0;
+        if (rec.payload.size() != kHeaderBytes || !r.U32(&version) || !r.U32(&bits) ||
+            !r.U64(&segment) || !r.U64(&created_ms)) {
+          return bad("bad header record");
+        }
+        if (version != kCheckpointFormatVersion) {
+          return bad("format version " + N(version) + " is not supported (this build reads " +
+                     N(kCheckpointFormatVersion) + ")");
+        }
+        if (bits != static_cast<uint32_t>(shard_bits)) {
+          return fail(rec.offset, Status::IoError("checkpoint " + path +
+                                                  " was written with shard_bits " + N(bits) +
+                                                  ", the node runs with " + N(shard_bits)));
+        }
+        // A checkpoint renamed to a later number would make recovery skip
+        // WAL segments it does not cover.
+        if (std::optional<uint64_t> named = ParseCheckpointName(BaseName(path));
+            named && *named != segment) {
+          return bad("the header says WAL segment " + N(segment) + ", the file name " +
+                     N(*named));
+        }
+        phase = Phase::kTags;
+        continue;
+      }
+      if (type == RecordType::kCheckpointTags) {
+        if (phase != Phase::kTags) return bad("a tags record after the first shard");
+        Result<std::vector<TagState>> tags = DecodeTags(rec.payload);
+        if (!tags.ok()) return bad(tags.status().message());
+        if (Status s = engine.MergeTags(*tags); !s.ok()) return bad("merging tags: " + s.ToString());
+        continue;
+      }
+      if (type == RecordType::kCheckpointColumn) {
+        if (!group || group->columns.size() == group->expected_columns) {
+          return bad("a column record outside its shard's announced columns");
+        }
+        Reader r(rec.payload);
+        uint64_t shard = 0;
+        if (!r.U64(&shard) || shard != group->shard) {
+          return bad("a column record of another shard inside shard " + N(group->shard));
+        }
+        group->columns.push_back({rec.offset, std::string(rec.payload)});
+        ++columns;
+        continue;
+      }
+      // Anything else ends the shard group being read.
+      if (group) {
+        if (group->columns.size() != group->expected_columns) {
+          return bad("shard " + N(group->shard) + " announced " + N(group->expected_columns) +
+                     " columns, " + N(group->columns.size()) + " follow it");
+        }
+        dispatch(std::move(*group));
+        group.reset();
+      }
+      if (type == RecordType::kCheckpointShard) {
+        phase = Phase::kShards;
+        Reader r(rec.payload);
+        ShardGroup g;
+        if (!r.U64(&g.shard) || !r.U32(&g.expected_columns)) return bad("bad shard record");
+        if (last_shard && g.shard <= *last_shard) return bad("shards are not ascending");
+        last_shard = g.shard;
+        g.shard_record = {rec.offset, std::string(rec.payload)};
+        g.columns.reserve(std::min<uint32_t>(g.expected_columns, 1024));
+        group = std::move(g);
+        ++shards;
+        continue;
+      }
+      if (type == RecordType::kCheckpointEnd) {
+        Reader r(rec.payload);
+        uint64_t want_shards = 0, want_columns = 0, want_bytes = 0;
+        if (rec.payload.size() != kEndBytes || !r.U64(&want_shards) || !r.U64(&want_columns) ||
+            !r.U64(&want_bytes)) {
+          return bad("bad end record");
+        }
+        if (want_shards != shards || want_columns != columns || want_bytes != rec.offset) {
+          return bad("the end record counts " + N(want_shards) + " shards, " + N(want_columns) +
+                     " columns and " + N(want_bytes) + " bytes; the file holds " + N(shards) +
+                     ", " + N(columns) + " and " + N(rec.offset));
+        }
+        phase = Phase::kEnd;
+        continue;
+      }
+      return bad("a header record after the first record");
+    }
+  };
+  read_all();
+  if (pool) pool->Finish();
+  if (failure) return failure->status;
+  report.bytes = reader.valid_bytes();
+  report.shards = shards;
+  report.columns = columns;
+  report.micros = NowMicros(start);
+  return report;
+}
+
+}  // namespace tagcache::storage
