@@ -21,26 +21,18 @@
 #include "tagcache/storage/wal.h"
 #include "tagcache/storage/wal_records.h"
 
+#include "common/temp_dir.h"
+
 namespace tagcache::durability {
 namespace {
 
 using storage::FaultInjectionFileSystem;
 using storage::FileSystem;
 
-class TempDir {
+// One temp dir per test, removed afterwards.
+class TempDir : public tagcache::testing::ScopedTempDir {
  public:
-  TempDir() {
-    std::string templ = (std::filesystem::temp_directory_path() / "tc-durability-XXXXXX").string();
-    path_ = ::mkdtemp(templ.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : ScopedTempDir("tc-durability") {}
 };
 
 EngineOptions SmallEngine() {

@@ -13,27 +13,15 @@
 #include <sstream>
 #include <thread>
 
+#include "common/temp_dir.h"
+
 namespace tagcache::storage {
 namespace {
 
-// A fresh directory per test, removed afterwards.
-class TempDir {
+// One temp dir per test, removed afterwards.
+class TempDir : public tagcache::testing::ScopedTempDir {
  public:
-  TempDir() {
-    std::string templ = ::testing::TempDir() + "tagcache-fs-XXXXXX";
-    char* made = ::mkdtemp(templ.data());
-    EXPECT_NE(made, nullptr) << templ;
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
+  TempDir() : ScopedTempDir("tagcache-fs") {}
 };
 
 std::string ReadWholeFile(const std::string& path) {

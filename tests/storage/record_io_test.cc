@@ -14,25 +14,15 @@
 #include <random>
 #include <sstream>
 
+#include "common/temp_dir.h"
+
 namespace tagcache::storage {
 namespace {
 
-class TempDir {
+// One temp dir per test, removed afterwards.
+class TempDir : public tagcache::testing::ScopedTempDir {
  public:
-  TempDir() {
-    std::string templ = ::testing::TempDir() + "tagcache-rec-XXXXXX";
-    char* made = ::mkdtemp(templ.data());
-    EXPECT_NE(made, nullptr) << templ;
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
+  TempDir() : ScopedTempDir("tagcache-rec") {}
 };
 
 void WriteWholeFile(const std::string& path, std::string_view bytes) {

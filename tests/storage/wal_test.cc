@@ -11,25 +11,15 @@
 #include <random>
 #include <sstream>
 
+#include "common/temp_dir.h"
+
 namespace tagcache::storage {
 namespace {
 
-class TempDir {
+// One temp dir per test, removed afterwards.
+class TempDir : public tagcache::testing::ScopedTempDir {
  public:
-  TempDir() {
-    std::string templ = ::testing::TempDir() + "tagcache-wal-XXXXXX";
-    char* made = ::mkdtemp(templ.data());
-    EXPECT_NE(made, nullptr) << templ;
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : ScopedTempDir("tagcache-wal") {}
 };
 
 std::string ReadWholeFile(const std::string& path) {

@@ -421,6 +421,8 @@ Status Service::AdmitWrite(const PreparedWrite& write) {
   return memory_->Admit(estimate);
 }
 
+// Serializing the answer can fail (too large for a frame, out of memory):
+// that is ours, so the client gets an error frame instead.
 FrameResult Service::Finish(capnp::MallocMessageBuilder& mb, uint64_t id, size_t kind,
                             StatusCode code) {
   FrameResult result;
@@ -620,6 +622,7 @@ void Service::FillStats(Response::StatsReply::Builder out) {
 FrameResult Service::ExecuteFrame(kj::ArrayPtr<const capnp::word> body) {
   FrameResult result;
   uint64_t id = 0;
+  StatusCode code = StatusCode::kInternal;
   capnp::MallocMessageBuilder mb;
   try {
     RequestReader reader(body);
@@ -634,7 +637,7 @@ FrameResult Service::ExecuteFrame(kj::ArrayPtr<const capnp::word> body) {
     result.kind = KindOf(req);
     auto resp = mb.initRoot<Response>();
     resp.setId(id);
-    result.ok = Execute(req, resp) == StatusCode::kOk;
+    code = Execute(req, resp);
   } catch (const kj::Exception& e) {
     result.ok = false;
     result.malformed = true;
@@ -648,22 +651,9 @@ FrameResult Service::ExecuteFrame(kj::ArrayPtr<const capnp::word> body) {
     return result;
   }
   // The request was fine; failing to serialize the answer (too large for a
-  // frame, out of memory) is ours: the client gets an error and keeps its
-  // connection.
-  try {
-    if (!AppendResponse(mb, id, result.frame)) result.ok = false;
-  } catch (const kj::Exception& e) {
-    result.frame.clear();
-    result.ok = false;
-    AppendErrorFrame(id, Status::Internal("cannot send the response: " + DescribeKjException(e)),
-                     result.frame);
-  } catch (const std::exception& e) {
-    result.frame.clear();
-    result.ok = false;
-    AppendErrorFrame(id, Status::Internal(std::string("cannot send the response: ") + e.what()),
-                     result.frame);
-  }
-  return result;
+  // frame, out of memory) is ours: Finish answers an error and the client
+  // keeps its connection.
+  return Finish(mb, id, result.kind, code);
 }
 
 }  // namespace tagcache::net
