@@ -4,6 +4,7 @@
 #include "tagcache/storage/wal.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <cinttypes>
 #include <cstdio>
 #include <optional>
@@ -301,8 +302,20 @@ class Replayer {
       for (const WalSegmentInfo& s : later) bytes += s.bytes;
       reason += "; not replayed: " + std::to_string(later.size()) + " later segment(s), " +
                 std::to_string(later.front().number) + " to " +
-                std::to_string(later.back().number) + " (" + std::to_string(bytes) +
-                " bytes), left in place";
+                std::to_string(later.back().number) + " (" + std::to_string(bytes) + " bytes), " +
+                (repair_ ? "set aside as *.log.dropped" : "left in place");
+      // Keeping the prefix means dropping the rest for good: left in place,
+      // the later segments would replay on the next ordinary start and
+      // bring back writes this start chose to lose. Renamed, not deleted,
+      // so an operator can still inspect them; the listing ignores them.
+      if (repair_) {
+        for (const WalSegmentInfo& s : later) {
+          Status st = fs_.Rename(s.path, s.path + ".dropped");
+          if (!st.ok()) return st;
+        }
+        Status st = fs_.SyncDir(std::filesystem::path(seg.path).parent_path().string());
+        if (!st.ok()) return st;
+      }
     }
     WalDamage damage;
     damage.path = seg.path;

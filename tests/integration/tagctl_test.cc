@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -175,6 +176,77 @@ TEST_F(TagctlTest, ExitCodes) {
   EXPECT_EQ(Tagctl({"get", "not-a-number"}).exit_code, 2);
   EXPECT_EQ(Tagctl({"audience", "fan", "--format", "roaring"}).exit_code, 2);  // needs --out
   EXPECT_EQ(RunProgram(TagctlBinary(), {"--help"}).exit_code, 0);
+}
+
+
+TEST_F(TagctlTest, CheckpointPrintsTheFileItWrote) {
+  ASSERT_EQ(Tagctl({"set", "7", "fan", "--ts", "10"}).exit_code, 0);
+  RunResult ckpt = Tagctl({"checkpoint"});
+  ASSERT_EQ(ckpt.exit_code, 0) << ckpt.err;
+  const std::string prefix = "checkpoint of " + server_->address() + ": ";
+  ASSERT_EQ(ckpt.out.rfind(prefix, 0), 0u) << ckpt.out;
+  const size_t path_end = ckpt.out.find(", ", prefix.size());
+  ASSERT_NE(path_end, std::string::npos) << ckpt.out;
+  const std::filesystem::path path = ckpt.out.substr(prefix.size(), path_end - prefix.size());
+  EXPECT_TRUE(std::filesystem::exists(path)) << path;
+  // The fixture's server keeps its data under dir_/data.
+  std::error_code ec;
+  EXPECT_TRUE(std::filesystem::equivalent(path.parent_path(), dir_.path() + "/data", ec)) << path;
+  EXPECT_EQ(path.filename().string().rfind("checkpoint-", 0), 0u) << path;
+  EXPECT_NE(ckpt.out.find(" bytes ("), std::string::npos) << ckpt.out;
+  EXPECT_NE(ckpt.out.find("segments removed"), std::string::npos) << ckpt.out;
+}
+
+TEST_F(TagctlTest, CheckpointJsonNamesTheFileAndItsSize) {
+  ASSERT_EQ(Tagctl({"set", "7", "fan", "--ts", "10"}).exit_code, 0);
+  Json first = TagctlJson({"checkpoint"});
+  ASSERT_EQ(first["nodes"].size(), 1u) << first.dump();
+  const Json& node = first["nodes"][0];
+  EXPECT_EQ(node["node"], server_->address());
+  ASSERT_TRUE(node["path"].is_string()) << first.dump();
+  EXPECT_TRUE(std::filesystem::exists(node["path"].get<std::string>())) << first.dump();
+  ASSERT_TRUE(node["bytes"].is_number_unsigned()) << first.dump();
+  EXPECT_GT(node["bytes"].get<uint64_t>(), 0u);
+  EXPECT_TRUE(node["wal_segment"].is_number_unsigned()) << first.dump();
+  EXPECT_TRUE(node["micros"].is_number_unsigned()) << first.dump();
+  EXPECT_TRUE(node["segments_removed"].is_number_unsigned()) << first.dump();
+
+  // The second one makes the log before the first obsolete.
+  ASSERT_EQ(Tagctl({"set", "8", "fan", "--ts", "10"}).exit_code, 0);
+  Json second = TagctlJson({"checkpoint"});
+  ASSERT_EQ(second["nodes"].size(), 1u) << second.dump();
+  EXPECT_GT(second["nodes"][0]["wal_segment"].get<uint64_t>(), node["wal_segment"].get<uint64_t>());
+  EXPECT_GE(second["nodes"][0]["segments_removed"].get<uint64_t>(), 1u) << second.dump();
+
+  Json stats = TagctlJson({"stats"});
+  EXPECT_EQ(stats["nodes"][0]["durability"]["checkpoints"], 2) << stats.dump();
+  EXPECT_EQ(stats["nodes"][0]["durability"]["last_checkpoint_bytes"],
+            second["nodes"][0]["bytes"]) << stats.dump();
+}
+
+TEST_F(TagctlTest, StatsShowTheFsyncPolicyAndMemory) {
+  ASSERT_EQ(Tagctl({"set", "9", "x", "--ts", "10"}).exit_code, 0);
+  RunResult human = Tagctl({"stats"});
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  const size_t policy = human.out.find("fsync policy");
+  ASSERT_NE(policy, std::string::npos) << human.out;
+  // The default policy, on the same line.
+  const std::string line = human.out.substr(policy, human.out.find('\n', policy) - policy);
+  EXPECT_NE(line.find("batch"), std::string::npos) << line;
+  EXPECT_NE(human.out.find("writes refused (io)"), std::string::npos) << human.out;
+  EXPECT_NE(human.out.find("resident bytes"), std::string::npos) << human.out;
+
+  Json stats = TagctlJson({"stats"});
+  const Json& durability = stats["nodes"][0]["durability"];
+  ASSERT_TRUE(durability.is_object()) << stats.dump();
+  EXPECT_EQ(durability["fsync_policy"], "batch");
+  EXPECT_GE(durability["wal_records"].get<uint64_t>(), 1u);
+  EXPECT_GE(durability["fsyncs"].get<uint64_t>(), 1u);
+  EXPECT_EQ(durability["writes_refused_io"], 0);
+  const Json& memory = stats["nodes"][0]["memory"];
+  ASSERT_TRUE(memory.is_object()) << stats.dump();
+  EXPECT_GT(memory["memory_bytes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(memory["max_memory_bytes"], 0);  // the fixture sets no --max-memory
 }
 
 }  // namespace

@@ -525,17 +525,19 @@ TEST_F(WalCorruptionTest, KeepValidPrefixStopsAtTheCorruptionAndReportsIt) {
   EXPECT_EQ(SizeOf(Path(1)), size_);
 }
 
-TEST_F(WalCorruptionTest, RepairCutsTheDamagedSegmentAndLeavesLaterOnes) {
+TEST_F(WalCorruptionTest, RepairCutsTheDamagedSegmentAndSetsLaterOnesAside) {
   Replayed r = Replay(*fs_, dir_.path(), 0, WalRecoveryMode::kKeepValidPrefix, true);
   ASSERT_TRUE(r.report.ok());
   ASSERT_TRUE(r.report->corruption.has_value());
   EXPECT_EQ(SizeOf(Path(1)), bad_offset_);
-  EXPECT_TRUE(std::filesystem::exists(Path(2)));
+  EXPECT_FALSE(std::filesystem::exists(Path(2)));
+  EXPECT_TRUE(std::filesystem::exists(Path(2) + ".dropped"));
+  EXPECT_NE(r.report->corruption->reason.find("set aside"), std::string::npos);
 
-  // The operator's next start is clean: the kept prefix, then what followed.
+  // The next start sees only the kept prefix: what was dropped stays dropped.
   Replayed again = Replay(*fs_, dir_.path());
   ASSERT_TRUE(again.report.ok()) << again.report.status().ToString();
-  EXPECT_EQ(again.payloads, (std::vector<std::string>{"a", "d"}));
+  EXPECT_EQ(again.payloads, (std::vector<std::string>{"a"}));
   EXPECT_FALSE(again.report->corruption.has_value());
   EXPECT_TRUE(again.report->torn_tails.empty());
 }

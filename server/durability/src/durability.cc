@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -200,8 +201,13 @@ class Durability::Impl {
                     "later segment's records ({})",
                     c.dropped_bytes, c.offset, c.path, c.reason);
     }
+    // Listed again: keeping a valid prefix sets later segments aside, and the
+    // next segment must follow the last one kept, or the log would have a gap.
+    Result<std::vector<storage::WalSegmentInfo>> kept =
+        storage::ListWalSegments(fs_, opts_.data_dir);
+    if (!kept.ok()) return kept.status();
     uint64_t next = std::max<uint64_t>(replay_from, 1);
-    if (!segments->empty()) next = std::max(next, segments->back().number + 1);
+    if (!kept->empty()) next = std::max(next, kept->back().number + 1);
     next_segment_ = next;
     return Status::Ok();
   }
@@ -279,7 +285,7 @@ class Durability::Impl {
       segment_.reset();
     }
     Result<std::unique_ptr<storage::WalSegmentWriter>> created =
-        storage::WalSegmentWriter::Create(fs_, opts_.data_dir, next_segment_);
+        storage::WalSegmentWriter::Create(fs_, opts_.data_dir, next_segment_.load());
     if (!created.ok()) return created.status();
     segment_ = std::move(*created);
     ++next_segment_;
@@ -362,6 +368,9 @@ class Durability::Impl {
       if (roll) {
         roll_status = StartSegment();
         if (roll_status.ok()) rolled_to = segment_->number();
+        // Bytes from here on are in segments the coming checkpoint does not cover.
+        std::lock_guard stats_lock(stats_mu_);
+        bytes_at_checkpoint_start_ = stats_.wal_bytes;
       }
 
       lock.lock();
@@ -419,10 +428,6 @@ class Durability::Impl {
       done_cv_.wait(lock, [&] {
         return outstanding_.empty() || outstanding_.begin()->first >= cover;
       });
-    }
-    {
-      std::lock_guard lock(stats_mu_);
-      bytes_at_checkpoint_start_ = stats_.wal_bytes;
     }
     Result<storage::CheckpointWriteReport> written =
         storage::WriteCheckpoint(fs_, opts_.data_dir, cover, engine_);
@@ -537,7 +542,8 @@ class Durability::Impl {
       std::lock_guard lock(mu_);
       out.records = records_total_;
       out.writes_refused_io = refused_total_;
-      out.wal_segment = next_segment_ > 0 ? next_segment_ - 1 : 0;
+      const uint64_t next = next_segment_.load(std::memory_order_relaxed);
+      out.wal_segment = next > 0 ? next - 1 : 0;
     }
     out.fsync = opts_.fsync;
     out.torn_tails_dropped = recovery_.wal.torn_tails.size();
@@ -598,7 +604,8 @@ class Durability::Impl {
   std::map<uint64_t, uint64_t> outstanding_;  // segment -> continuations not finished
   uint64_t records_total_ = 0;
   uint64_t refused_total_ = 0;
-  uint64_t next_segment_ = 1;  // written by the log thread only after Open
+  // Written by the log thread (and Open before it starts); Stats() reads it.
+  std::atomic<uint64_t> next_segment_{1};
 
   // Owned by the log thread once it runs.
   std::unique_ptr<storage::WalSegmentWriter> segment_;
