@@ -805,7 +805,7 @@ class Engine::Impl {
     return out;
   }
 
-  ShardState ExportShard(uint64_t id) const {
+  ShardState ExportShard(uint64_t id, bool with_index) const {
     ShardState out;
     out.shard = id;
     const Shard* shard = FindShard(id);
@@ -819,6 +819,7 @@ class Engine::Impl {
         if (!col) continue;
         tag_ids.push_back(t);
         ColumnState& c = out.columns.emplace_back();
+        c.tag_id = t;
         c.bitmap = col->bitmap;
         c.base_ts = col->base_ts;
         c.base_digest = col->base_digest;
@@ -828,6 +829,8 @@ class Engine::Impl {
           c.overrides.push_back(OverrideState{offset, ov.ts, ov.op});
         });
       }
+      // Under the same lock as the columns, so the image matches them exactly.
+      if (with_index && !shard->index.Empty()) shard->index.AppendImage(out.index_image);
     }
     for (ColumnState& c : out.columns) {
       std::sort(c.overrides.begin(), c.overrides.end(),
@@ -903,6 +906,14 @@ class Engine::Impl {
     // index is built once at the end instead of one Add per assignment.
     const bool bulk = std::none_of(shard.columns.begin(), shard.columns.end(),
                                    [](const auto& col) { return col != nullptr; });
+    // The exporter's index image is its index of exactly the bitmaps it
+    // sent, in its tag ids: it is ours too only if the ids agree and every
+    // column here ended up with the bitmap sent (a tag floor held here can
+    // change a column's members in the merge).
+    bool image_fits = bulk && shard.index.Empty() && !state.index_image.empty();
+    for (size_t i = 0; image_fits && i < state.columns.size(); ++i) {
+      image_fits = state.columns[i].tag_id == ids[i];
+    }
     shard.known |= state.known;
     for (size_t i = 0; i < state.columns.size(); ++i) {
       const ColumnState& in = state.columns[i];
@@ -912,6 +923,7 @@ class Engine::Impl {
         InstallColumnLocked(shard, ids[i], col, in, /*update_index=*/!bulk);
       } else {
         MergeColumnLocked(shard, ids[i], col, in, /*update_index=*/!bulk);
+        image_fits = image_fits && col.bitmap == in.bitmap;
       }
     }
     if (bulk) {
@@ -919,7 +931,13 @@ class Engine::Impl {
       for (size_t t = 0; t < shard.columns.size(); ++t) {
         if (shard.columns[t]) by_tag[t] = &shard.columns[t]->bitmap;
       }
-      shard.index.BuildFrom(by_tag);
+      // The image is checked although its records were checksummed: a
+      // wrong index would answer GetTags wrongly for as long as it lives.
+      if (image_fits && shard.index.LoadImage(state.index_image, by_tag).ok()) {
+        counters_.index_images_installed.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        shard.index.BuildFrom(by_tag);
+      }
     }
     return Status::Ok();
   }
@@ -1161,13 +1179,15 @@ class Engine::Impl {
     stats.counters.snapshots_duplicate = c.snapshots_duplicate.load();
     stats.counters.snapshots_stale = c.snapshots_stale.load();
     stats.counters.snapshot_ties = c.snapshot_ties.load();
+    stats.counters.index_images_installed = c.index_images_installed.load();
     return stats;
   }
 
  private:
   struct Counters {
     std::atomic<uint64_t> events_applied{0}, events_ignored{0}, writes_refused_future{0},
-        snapshots_applied{0}, snapshots_duplicate{0}, snapshots_stale{0}, snapshot_ties{0};
+        snapshots_applied{0}, snapshots_duplicate{0}, snapshots_stale{0}, snapshot_ties{0},
+        index_images_installed{0};
   };
 
   const EngineOptions opts_;
@@ -1231,7 +1251,9 @@ Result<std::vector<TagCount>> Engine::TopTags(std::string_view expr, size_t k) c
 }
 std::vector<TagState> Engine::ExportTags() const { return impl_->ExportTags(); }
 std::vector<uint64_t> Engine::ShardIds() const { return impl_->ShardIds(); }
-ShardState Engine::ExportShard(uint64_t shard) const { return impl_->ExportShard(shard); }
+ShardState Engine::ExportShard(uint64_t shard, bool with_index) const {
+  return impl_->ExportShard(shard, with_index);
+}
 Status Engine::MergeTags(std::span<const TagState> tags) { return impl_->MergeTags(tags); }
 Status Engine::MergeShard(const ShardState& state) { return impl_->MergeShard(state); }
 uint64_t Engine::StateDigest() const { return impl_->StateDigest(); }

@@ -13,8 +13,12 @@
 #include <memory>
 #include <roaring/roaring.hh>
 #include <span>
+#include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include "tagcache/common/status.h"
 
 namespace tagcache::internal {
 
@@ -37,6 +41,23 @@ class UserIndex {
   // instead of being respliced and moved up the size classes tag by tag.
   // REQUIRES: the index is empty.
   void BuildFrom(std::span<const Roaring* const> by_tag);
+
+  // The index as a flat image, so a restore can install it with a few
+  // memcpys instead of rebuilding it from the bitmaps. Compacted: each
+  // user's slot is stored as its class alone (a loader hands out blocks in
+  // user order), and free blocks are left out. Appended to `out`.
+  void AppendImage(std::string& out) const;
+  // Installs an image from AppendImage into this empty index if it is the
+  // index of `by_tag` (as for BuildFrom) as far as an O(image) check can
+  // tell: the layout is consistent, every list is strictly ascending with
+  // ids < by_tag.size() (the maximum tag id, exclusive), and every tag has
+  // as many users in each 65,536-user chunk as its column. Any error leaves
+  // the index empty, for BuildFrom.
+  // REQUIRES: Empty(), and the same max_block_bytes as the exporter's.
+  Status LoadImage(std::string_view image, std::span<const Roaring* const> by_tag);
+
+  // True when no user has ever been given a tag (nothing allocated).
+  bool Empty() const { return chunks_.empty() && huge_.empty(); }
 
   // Calls fn(tag_id) for each of the user's tags, ascending.
   template <typename Fn>

@@ -98,6 +98,7 @@ void EncodeTagState(const TagState& tag, std::string& out) {
 void EncodeColumn(uint64_t shard, const ColumnState& column, std::string& out) {
   PutU64(out, shard);
   PutTag(out, column.tag);
+  PutU32(out, column.tag_id);
   PutU64(out, column.base_ts);
   PutU64(out, column.base_digest);
   PutU8(out, column.has_base ? 1 : 0);
@@ -116,6 +117,9 @@ class BufferedRecordWriter {
   explicit BufferedRecordWriter(WritableFile& file) : file_(file) { buffer_.reserve(kFlushBytes); }
 
   Status Add(RecordType type, std::string_view payload) {
+    return Add(static_cast<uint8_t>(type), payload);
+  }
+  Status Add(uint8_t type, std::string_view payload) {
     AppendRecord(type, payload, buffer_);
     return buffer_.size() >= kFlushBytes ? Flush() : Status::Ok();
   }
@@ -340,7 +344,11 @@ struct ShardGroup {
   uint32_t expected_columns = 0;
   RawRecord shard_record;
   std::vector<RawRecord> columns;
+  std::string index_image;  // from a kCheckpointShardIndex record; empty: none
 };
+
+constexpr uint8_t kShardIndexType =
+    static_cast<uint8_t>(RecordType::kCheckpointShardIndex) | kSkippableBit;
 
 struct Failure {
   uint64_t offset = 0;
@@ -390,12 +398,15 @@ Result<std::vector<TagState>> DecodeTags(std::string_view payload) {
   return tags;
 }
 
-// Decodes one shard group into the state MergeShard takes. Errors carry the
-// offset of the record at fault.
-Result<ShardState> DecodeShardGroup(const ShardGroup& group, int shard_bits, uint64_t* bad_offset) {
+// Decodes one shard group of a checkpoint of format `version` into the
+// state MergeShard takes, moving the index image out of the group. Errors
+// carry the offset of the record at fault.
+Result<ShardState> DecodeShardGroup(ShardGroup& group, int shard_bits, uint32_t version,
+                                    uint64_t* bad_offset) {
   const uint64_t limit = uint64_t{1} << shard_bits;
   ShardState state;
   state.shard = group.shard;
+  state.index_image = std::move(group.index_image);
   {
     *bad_offset = group.shard_record.offset;
     Reader r(group.shard_record.payload);
@@ -419,8 +430,9 @@ Result<ShardState> DecodeShardGroup(const ShardGroup& group, int shard_bits, uin
     uint64_t shard = 0;
     std::string_view tag;
     uint32_t overrides = 0;
-    if (!r.U64(&shard) || !r.Tag(&tag) || !r.U64(&c.base_ts) || !r.U64(&c.base_digest) ||
-        !r.Flag(&c.has_base) || !r.U32(&overrides)) {
+    if (!r.U64(&shard) || !r.Tag(&tag) || (version >= 2 && !r.U32(&c.tag_id)) ||
+        !r.U64(&c.base_ts) || !r.U64(&c.base_digest) || !r.Flag(&c.has_base) ||
+        !r.U32(&overrides)) {
       return Status::IoError("bad column record: malformed header");
     }
     c.tag = std::string(tag);
@@ -612,7 +624,7 @@ Result<CheckpointWriteReport> WriteCheckpoint(FileSystem& fs, const std::string&
 
     for (uint64_t shard : engine.ShardIds()) {
       // One shard's copy at a time: memory stays O(shard).
-      const ShardState state = engine.ExportShard(shard);
+      const ShardState state = engine.ExportShard(shard, /*with_index=*/true);
       payload.clear();
       PutU64(payload, shard);
       PutU32(payload, static_cast<uint32_t>(state.columns.size()));
@@ -622,6 +634,14 @@ Result<CheckpointWriteReport> WriteCheckpoint(FileSystem& fs, const std::string&
         payload.clear();
         EncodeColumn(shard, column, payload);
         if (Status s = out.Add(RecordType::kCheckpointColumn, payload); !s.ok()) return s;
+      }
+      // Only a speed-up for the loader, so an image too big for one record
+      // is left out rather than split: the loader then rebuilds the index.
+      if (!state.index_image.empty() && state.index_image.size() <= kMaxRecordPayload - 8) {
+        payload.clear();
+        PutU64(payload, shard);
+        payload.append(state.index_image);
+        if (Status s = out.Add(kShardIndexType, payload); !s.ok()) return s;
       }
       ++report.shards;
       report.columns += state.columns.size();
@@ -663,6 +683,7 @@ Result<CheckpointLoadReport> LoadCheckpoint(FileSystem& fs, const std::string& p
                                             Engine& engine, int threads) {
   const auto start = std::chrono::steady_clock::now();
   const int shard_bits = engine.shard_bits();
+  uint32_t version = 0;  // set from the header before any shard group exists
   Result<std::unique_ptr<SequentialFile>> opened = fs.NewSequentialFile(path);
   if (!opened.ok()) {
     return Status::IoError("checkpoint " + path + ": " + opened.status().message());
@@ -685,7 +706,7 @@ Result<CheckpointLoadReport> LoadCheckpoint(FileSystem& fs, const std::string& p
     if (failed()) return;  // the load fails anyway; do not spend time on it
     uint64_t offset = group.shard_record.offset;
     try {
-      Result<ShardState> state = DecodeShardGroup(group, shard_bits, &offset);
+      Result<ShardState> state = DecodeShardGroup(group, shard_bits, version, &offset);
       if (!state.ok()) return fail(offset, ErrorAt(path, offset, state.status().message()));
       offset = group.shard_record.offset;
       if (Status s = engine.MergeShard(*state); !s.ok()) {
@@ -737,6 +758,20 @@ Result<CheckpointLoadReport> LoadCheckpoint(FileSystem& fs, const std::string& p
       auto bad = [&](const std::string& what) { fail(rec.offset, ErrorAt(path, rec.offset, what)); };
       if (phase == Phase::kEnd) return bad("a record follows the end record");
       const auto type = static_cast<RecordType>(rec.type);
+      if (rec.type == kShardIndexType && version >= 2) {
+        // It follows its shard's columns, and belongs to that group.
+        if (!group || group->columns.size() != group->expected_columns ||
+            !group->index_image.empty()) {
+          return bad("an index record outside its shard's records");
+        }
+        Reader r(rec.payload);
+        uint64_t shard = 0;
+        if (!r.U64(&shard) || shard != group->shard || r.remaining() == 0) {
+          return bad("a malformed or foreign index record inside shard " + N(group->shard));
+        }
+        group->index_image.assign(rec.payload.substr(8));
+        continue;
+      }
       if (rec.type < static_cast<uint8_t>(RecordType::kCheckpointHeader) ||
           rec.type > static_cast<uint8_t>(RecordType::kCheckpointEnd)) {
         if ((rec.type & kSkippableBit) != 0 && phase != Phase::kHeader) {
@@ -747,13 +782,13 @@ Result<CheckpointLoadReport> LoadCheckpoint(FileSystem& fs, const std::string& p
       if (phase == Phase::kHeader) {
         if (type != RecordType::kCheckpointHeader) return bad("the first record is not a header");
         Reader r(rec.payload);
-        uint32_t version = 0, bits = 0;
+        uint32_t bits = 0;
         uint64_t segment = 0, created_ms = 0;
         if (rec.payload.size() != kHeaderBytes || !r.U32(&version) || !r.U32(&bits) ||
             !r.U64(&segment) || !r.U64(&created_ms)) {
           return bad("bad header record");
         }
-        if (version != kCheckpointFormatVersion) {
+        if (version < 1 || version > kCheckpointFormatVersion) {
           return bad("format version " + N(version) + " is not supported (this build reads " +
                      N(kCheckpointFormatVersion) + ")");
         }

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <random>
 #include <roaring/roaring.hh>
@@ -684,6 +685,144 @@ TEST(EngineStateTest, BadStateIsBadRequestAndChangesNothing) {
   TC_EXPECT_OK(engine.MergeShard(with([](ShardState&) {})));
   EXPECT_NE(engine.StateDigest(), before);
   TC_EXPECT_OK(engine.MergeShard(with([](ShardState& s) { s.shard = (uint64_t{1} << 56) - 1; })));
+}
+
+// ---- Index images: a restore installs the exporter's per-user index -------------
+
+// The rich state plus many users with many tags, so lists span several
+// slab classes and some tag ids need two-byte deltas.
+void BuildIndexedState(Engine& engine) {
+  BuildRichState(engine);
+  std::mt19937_64 rng(21);
+  Events events;
+  for (int i = 0; i < 20'000; ++i) {
+    const UserId user = U(rng() % 12, rng() % 256);
+    const std::string tag = "t" + std::to_string(rng() % 4 == 0 ? rng() % 300 : rng() % 20);
+    events.push_back(rng() % 5 == 0 ? ClearEv(user, tag, 1000 + rng() % 100)
+                                    : SetEv(user, tag, 1000 + rng() % 100));
+  }
+  TC_ASSERT_OK(engine.ApplyEvents(events));
+}
+
+Exported ExportAllWithIndex(const Engine& engine) {
+  Exported out;
+  out.tags = engine.ExportTags();
+  for (uint64_t shard : engine.ShardIds()) {
+    out.shards.push_back(engine.ExportShard(shard, /*with_index=*/true));
+  }
+  return out;
+}
+
+uint64_t ImagesInstalled(const Engine& engine) {
+  return engine.Stats().counters.index_images_installed;
+}
+
+std::vector<UserId> IndexProbeUsers() {
+  std::vector<UserId> users;
+  for (uint64_t shard = 0; shard < 13; ++shard) {
+    for (uint64_t offset = 0; offset < 256; ++offset) users.push_back(U(shard, offset));
+  }
+  return users;
+}
+
+void ExpectSameLookups(const Engine& want, const Engine& got) {
+  EXPECT_EQ(got.StateDigest(), want.StateDigest());
+  for (UserId u : IndexProbeUsers()) {
+    ASSERT_EQ(OrderedTagsOf(got, u), OrderedTagsOf(want, u)) << "user " << u;
+  }
+}
+
+TEST(EngineStateTest, RestoreInstallsTheExportedIndexImages) {
+  Engine original(TestOptions(kBits));
+  BuildIndexedState(original);
+  const Exported state = ExportAllWithIndex(original);
+  uint64_t images = 0;
+  for (const ShardState& shard : state.shards) {
+    images += !shard.index_image.empty();
+    EXPECT_TRUE(original.ExportShard(shard.shard).index_image.empty()) << "only on request";
+  }
+  ASSERT_GT(images, 10u);
+
+  Engine restored(TestOptions(kBits));
+  MergeAll(state, restored);
+  EXPECT_EQ(ImagesInstalled(restored), images);
+  ExpectSameLookups(original, restored);
+
+  // The installed index goes on like a built one.
+  Events later;
+  std::mt19937_64 rng(22);
+  for (int i = 0; i < 3000; ++i) {
+    const UserId user = U(rng() % 13, rng() % 256);
+    const std::string tag = "t" + std::to_string(rng() % 350);
+    later.push_back(rng() % 3 == 0 ? ClearEv(user, tag, 2000 + i) : SetEv(user, tag, 2000 + i));
+  }
+  TC_ASSERT_OK(original.ApplyEvents(later));
+  TC_ASSERT_OK(restored.ApplyEvents(later));
+  ExpectSameLookups(original, restored);
+
+  // Into shards that already hold columns, an image is never used.
+  MergeAll(state, restored);
+  EXPECT_EQ(ImagesInstalled(restored), images);
+  ExpectSameLookups(original, restored);
+}
+
+// Merging without images gives the reference each fallback must reproduce.
+void ExpectFallback(const Exported& with_images, const Exported& without,
+                    const std::function<void(Engine&)>& prepare, uint64_t want_images) {
+  Engine reference(TestOptions(kBits));
+  prepare(reference);
+  MergeAll(without, reference);
+  Engine merged(TestOptions(kBits));
+  prepare(merged);
+  MergeAll(with_images, merged);
+  EXPECT_EQ(ImagesInstalled(merged), want_images);
+  ExpectSameLookups(reference, merged);
+}
+
+TEST(EngineStateTest, IndexImageIsIgnoredUnlessItFitsTheMergedColumns) {
+  Engine original(TestOptions(kBits));
+  BuildIndexedState(original);
+  const Exported with_images = ExportAllWithIndex(original);
+  const Exported without = ExportAll(original);
+  uint64_t images = 0;
+  for (const ShardState& shard : with_images.shards) images += !shard.index_image.empty();
+
+  {
+    SCOPED_TRACE("tags created here first: every id differs");
+    ExpectFallback(
+        with_images, without,
+        [](Engine& e) {
+          TC_ASSERT_OK(
+              e.ApplyEvents(Events{SetEv(U(200, 1), "other1", 5), SetEv(U(200, 1), "other2", 5)}));
+        },
+        0);
+  }
+  {
+    SCOPED_TRACE("the same tags here, in the same order: ids agree");
+    ExpectFallback(
+        with_images, without, [&](Engine& e) { TC_ASSERT_OK(e.MergeTags(without.tags)); }, images);
+  }
+  {
+    SCOPED_TRACE("a floor held here empties a column in the merge");
+    std::vector<TagState> tags = without.tags;
+    for (TagState& t : tags) {
+      if (t.name == "t3") t = TagState{"t3", true, 5000, {}};
+    }
+    ExpectFallback(
+        with_images, without, [&](Engine& e) { TC_ASSERT_OK(e.MergeTags(tags)); },
+        images - 12);  // shards 0..11 hold t3
+  }
+  {
+    SCOPED_TRACE("a damaged image, a wrong exporter id");
+    Exported damaged = with_images;
+    std::string& image = damaged.shards[3].index_image;
+    ASSERT_FALSE(image.empty());
+    image[image.size() / 2] = static_cast<char>(image[image.size() / 2] ^ 0x10);
+    ASSERT_GT(damaged.shards[4].columns.size(), 1u);
+    std::swap(damaged.shards[4].columns[0].tag_id, damaged.shards[4].columns[1].tag_id);
+    ExpectFallback(
+        damaged, without, [](Engine&) {}, images - 2);
+  }
 }
 
 // ---- Future-timestamp switch ----------------------------------------------------------------

@@ -398,6 +398,162 @@ TEST_F(CheckpointTest, ManyTagsAreSplitIntoSeveralTagsRecordsInCreationOrder) {
   for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i].name, b[i].name) << i;
 }
 
+// ---- Shard index images ---------------------------------------------------------
+
+// Shards whose per-user index a checkpoint of `engine` carries.
+uint64_t IndexedShards(const Engine& engine) {
+  uint64_t n = 0;
+  for (uint64_t shard : engine.ShardIds()) {
+    n += !engine.ExportShard(shard, /*with_index=*/true).index_image.empty();
+  }
+  return n;
+}
+
+uint64_t ImagesInstalled(const Engine& engine) {
+  return engine.Stats().counters.index_images_installed;
+}
+
+constexpr uint8_t kIndexType =
+    static_cast<uint8_t>(RecordType::kCheckpointShardIndex) | kSkippableBit;
+
+TEST_F(CheckpointTest, RestoreInstallsEachShardsIndexImage) {
+  Engine source(Options(8));
+  Populate(source);
+  const std::string path = Write(source);
+  const uint64_t indexed = IndexedShards(source);
+  ASSERT_GT(indexed, 30u);
+  int index_records = 0;
+  (void)Reframe(*fs_, path, [&](uint8_t type, std::string&) {
+    index_records += type == kIndexType;  // skippable: an older reader passes over it
+    return true;
+  });
+  EXPECT_EQ(index_records, static_cast<int>(indexed));
+  for (int threads : {1, 3}) {
+    SCOPED_TRACE(threads);
+    Engine restored(Options(8));
+    ASSERT_TRUE(LoadInto(path, restored, threads).ok());
+    EXPECT_EQ(ImagesInstalled(restored), indexed);
+    ExpectSameQueries(source, restored);
+    for (UserId user = 0; user < (UserId{50} << 8); ++user) {
+      std::vector<TagHit> a = source.GetTags(user, /*with_ts=*/true);
+      std::vector<TagHit> b = restored.GetTags(user, /*with_ts=*/true);
+      ASSERT_EQ(a.size(), b.size()) << user;
+      for (size_t i = 0; i < a.size(); ++i) {
+        ASSERT_EQ(a[i].tag, b[i].tag) << user;
+        ASSERT_EQ(a[i].ts, b[i].ts) << user;
+      }
+    }
+  }
+  // Into an engine that holds other tags first, ids differ: rebuilt instead.
+  Engine other(Options(8));
+  ASSERT_TRUE(
+      other.ApplyEvents(std::vector<Event>{{UserAt(200, 1), "first", TagOp::kSet, 5}}).ok());
+  ASSERT_TRUE(LoadInto(path, other, 2).ok());
+  EXPECT_EQ(ImagesInstalled(other), 0u);
+  for (UserId user = 0; user < (UserId{50} << 8); ++user) {
+    std::vector<TagHit> a = source.GetTags(user);
+    std::vector<TagHit> b = other.GetTags(user);
+    ASSERT_EQ(a.size(), b.size()) << user;
+    for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i].tag, b[i].tag) << user;
+  }
+}
+
+TEST_F(CheckpointTest, BadImageBehindAValidChecksumFallsBackToARebuild) {
+  Engine source(Options(8));
+  Populate(source);
+  const std::string path = Write(source);
+  const std::string damaged = dir_ + "/image.ckpt";
+  int seen = 0;
+  WriteFile(damaged, Reframe(*fs_, path, [&](uint8_t type, std::string& payload) {
+              if (type == kIndexType && seen++ % 2 == 0) {
+                payload[payload.size() - 1] = static_cast<char>(payload.back() ^ 0x01);
+              }
+              return true;
+            }));
+  Engine restored(Options(8));
+  Status s = LoadInto(damaged, restored, 2);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(ImagesInstalled(restored), IndexedShards(source) - (seen + 1) / 2);
+  ExpectSameQueries(source, restored);
+}
+
+TEST_F(CheckpointTest, MisplacedIndexRecordsAreRefused) {
+  Engine source(Options(8));
+  Populate(source);
+  const std::string path = Write(source);
+  const std::string damaged = dir_ + "/misplaced.ckpt";
+  bool done = false;
+  WriteFile(damaged, Reframe(*fs_, path, [&](uint8_t type, std::string& payload) {
+              if (type == kIndexType && !done) {
+                done = true;
+                payload[0] = static_cast<char>(payload[0] + 1);  // another shard's
+              }
+              return true;
+            }));
+  ExpectLoadFails(damaged, "an index record naming another shard");
+
+  // The same record twice in a row: append a copy right after the first.
+  std::string file;
+  done = false;
+  {
+    Result<std::unique_ptr<SequentialFile>> in = fs_->NewSequentialFile(path);
+    ASSERT_TRUE(in.ok());
+    RecordReader reader(std::move(*in), path);
+    Record rec;
+    uint64_t bad = 0;
+    Status error;
+    while (reader.Next(&rec, &bad, &error) == ReadOutcome::kRecord) {
+      AppendRecord(rec.type, rec.payload, file);
+      if (rec.type == kIndexType && !done) {
+        done = true;
+        AppendRecord(rec.type, rec.payload, file);
+      }
+    }
+  }
+  WriteFile(damaged, file);
+  ExpectLoadFails(damaged, "an index record twice");
+}
+
+// A version 1 file as the previous build wrote it: no exporter tag ids in
+// column records and no index records. `keep_index` leaves the index
+// records in, to show a version 1 reading passes over them.
+std::string AsVersion1(FileSystem& fs, const std::string& path, bool keep_index) {
+  const uint8_t header = static_cast<uint8_t>(RecordType::kCheckpointHeader);
+  const uint8_t column = static_cast<uint8_t>(RecordType::kCheckpointColumn);
+  const uint8_t end = static_cast<uint8_t>(RecordType::kCheckpointEnd);
+  std::string file = Reframe(fs, path, [&](uint8_t type, std::string& payload) {
+    if (type == header) payload[0] = 1;
+    // u64 shard, u8 name length, name, then the u32 tag id that v1 lacks.
+    if (type == column) payload.erase(8 + 1 + static_cast<uint8_t>(payload[8]), 4);
+    return type != kIndexType || keep_index;
+  });
+  // The end record counts the bytes before it, which are fewer now.
+  const size_t end_offset = file.size() - kRecordHeaderBytes - 24;
+  std::string payload = file.substr(end_offset + kRecordHeaderBytes, 16);
+  PutU64(payload, end_offset);
+  file.resize(end_offset);
+  AppendRecord(end, payload, file);
+  return file;
+}
+
+TEST_F(CheckpointTest, Version1FilesStillLoadAndRebuildTheIndex) {
+  Engine source(Options(8));
+  Populate(source);
+  const std::string path = Write(source);
+  for (bool keep_index : {false, true}) {
+    SCOPED_TRACE(keep_index);
+    const std::string v1_path = dir_ + "/v1.ckpt";
+    WriteFile(v1_path, AsVersion1(*fs_, path, keep_index));
+    for (int threads : {1, 2}) {
+      Engine restored(Options(8));
+      Status s = LoadInto(v1_path, restored, threads);
+      ASSERT_TRUE(s.ok()) << s.ToString();
+      EXPECT_EQ(ImagesInstalled(restored), 0u);
+      ExpectSameQueries(source, restored);
+    }
+  }
+}
+
 TEST_F(CheckpointTest, RunningOutOfSpaceFailsAndLeavesNoFiles) {
   Engine source(Options(8));
   Populate(source);

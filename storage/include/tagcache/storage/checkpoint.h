@@ -15,7 +15,9 @@
 
 namespace tagcache::storage {
 
-inline constexpr uint32_t kCheckpointFormatVersion = 1;
+// Written by this build; it reads versions 1 (no exporter tag ids in column
+// records, so shard index images go unused) and 2.
+inline constexpr uint32_t kCheckpointFormatVersion = 2;
 
 // "<dir>/checkpoint-<20-digit wal segment>.ckpt"
 std::string CheckpointPath(const std::string& dir, uint64_t wal_segment);
@@ -41,6 +43,8 @@ struct CheckpointWriteReport {
 // Writes `engine`'s state as checkpoint `wal_segment` atomically: a temp
 // file, fsync, rename, fsync of the directory. Copies one shard at a time
 // (Engine::ExportShard), so writes keep flowing and memory stays O(shard).
+// Each shard's per-user index goes along as an image, so a restore need not
+// rebuild it.
 Result<CheckpointWriteReport> WriteCheckpoint(FileSystem& fs, const std::string& dir,
                                               uint64_t wal_segment, const Engine& engine);
 

@@ -41,6 +41,7 @@ enum class RecordType : uint8_t {
   kCheckpointShard = 18,
   kCheckpointColumn = 19,
   kCheckpointEnd = 20,
+  kCheckpointShardIndex = 21,  // written with kSkippableBit: an optional extra
 };
 
 // Appends the framed record (header + payload) to `out`.
