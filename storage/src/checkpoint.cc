@@ -27,17 +27,22 @@
 #include <utility>
 #include <vector>
 
+#include "byte_codec.h"
 #include "tagcache/storage/record_io.h"
 
 namespace tagcache::storage {
 namespace {
+
+using internal::PutTag;
+using internal::PutU32;
+using internal::PutU64;
+using internal::PutU8;
 
 // The writer hands the file system a few large appends rather than one per
 // record.
 constexpr size_t kFlushBytes = size_t{4} << 20;
 // Tags records are split near this size so no record needs a huge buffer.
 constexpr size_t kTagsRecordBytes = size_t{16} << 20;
-constexpr size_t kMaxTagBytes = 128;
 constexpr std::string_view kNamePrefix = "checkpoint-";
 constexpr std::string_view kNameSuffix = ".ckpt";
 constexpr size_t kNameDigits = 20;
@@ -58,22 +63,6 @@ uint64_t NowMicros(std::chrono::steady_clock::time_point start) {
 
 // ---- Encoding ----------------------------------------------------------------
 
-void PutU8(std::string& out, uint8_t v) { out.push_back(static_cast<char>(v)); }
-void PutU32(std::string& out, uint32_t v) {
-  char b[4];
-  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (8 * i));
-  out.append(b, 4);
-}
-void PutU64(std::string& out, uint64_t v) {
-  char b[8];
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (8 * i));
-  out.append(b, 8);
-}
-// Tag names come from the engine, which holds only valid (1-128 byte) names.
-void PutTag(std::string& out, std::string_view tag) {
-  PutU8(out, static_cast<uint8_t>(tag.size()));
-  out.append(tag);
-}
 void PutBitmap(std::string& out, const Roaring& bitmap) {
   const size_t size = bitmap.getSizeInBytes(/*portable=*/true);
   PutU32(out, static_cast<uint32_t>(size));
@@ -143,57 +132,20 @@ class BufferedRecordWriter {
 
 // A cursor over a record payload. Records are checksummed, so a failure here
 // means a writer bug or a checksum collision; still, nothing is trusted.
-class Reader {
+class Reader : public internal::ByteReader {
  public:
-  explicit Reader(std::string_view data) : data_(data) {}
-  size_t remaining() const { return data_.size() - pos_; }
+  using ByteReader::ByteReader;
 
-  bool U8(uint8_t* v) {
-    if (remaining() < 1) return false;
-    *v = static_cast<uint8_t>(data_[pos_++]);
-    return true;
-  }
-  bool U32(uint32_t* v) {
-    if (remaining() < 4) return false;
-    uint32_t r = 0;
-    for (int i = 0; i < 4; ++i) r |= uint32_t{static_cast<uint8_t>(data_[pos_ + i])} << (8 * i);
-    pos_ += 4;
-    *v = r;
-    return true;
-  }
-  bool U64(uint64_t* v) {
-    if (remaining() < 8) return false;
-    uint64_t r = 0;
-    for (int i = 0; i < 8; ++i) r |= uint64_t{static_cast<uint8_t>(data_[pos_ + i])} << (8 * i);
-    pos_ += 8;
-    *v = r;
-    return true;
-  }
-  bool Bytes(size_t n, std::string_view* v) {
-    if (remaining() < n) return false;
-    *v = data_.substr(pos_, n);
-    pos_ += n;
-    return true;
-  }
   bool Flag(bool* v) {
     uint8_t b = 0;
     if (!U8(&b) || b > 1) return false;
     *v = b == 1;
     return true;
   }
-  bool Tag(std::string_view* tag) {
-    uint8_t len = 0;
-    return U8(&len) && len >= 1 && len <= kMaxTagBytes && Bytes(len, tag) &&
-           IsValidTagName(*tag);
-  }
   bool Blob(std::string_view* v) {
     uint32_t len = 0;
     return U32(&len) && Bytes(len, v);
   }
-
- private:
-  std::string_view data_;
-  size_t pos_ = 0;
 };
 
 // ---- Bitmaps -----------------------------------------------------------------

@@ -8,76 +8,33 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "byte_codec.h"
+
 namespace tagcache::storage {
 namespace {
 
+using internal::kMaxTagBytes;
+using internal::PutTag;
+using internal::PutU32;
+using internal::PutU64;
+using internal::PutU8;
+
 constexpr size_t kEventBytes = 8 + 8 + 4;  // user, ts, tag index << 1 | op
-constexpr size_t kMaxTagBytes = 128;
-
-void PutU8(std::string& out, uint8_t v) { out.push_back(static_cast<char>(v)); }
-void PutU32(std::string& out, uint32_t v) {
-  char b[4];
-  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (8 * i));
-  out.append(b, 4);
-}
-void PutU64(std::string& out, uint64_t v) {
-  char b[8];
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (8 * i));
-  out.append(b, 8);
-}
-// REQUIRES: IsValidTagName(tag). Every logged write was accepted by the
-// engine, which refuses other names, so the length always fits the u8.
-void PutTag(std::string& out, std::string_view tag) {
-  PutU8(out, static_cast<uint8_t>(tag.size()));
-  out.append(tag);
-}
-
 // A cursor over an untrusted payload. Every getter fails rather than read
 // past the end; `kind` names the record in messages.
-class Reader {
+class Reader : public internal::ByteReader {
  public:
-  Reader(std::string_view data, const char* kind) : data_(data), kind_(kind) {}
-
-  size_t remaining() const { return data_.size() - pos_; }
-  size_t pos() const { return pos_; }
+  Reader(std::string_view data, const char* kind) : ByteReader(data), kind_(kind) {}
 
   Status Bad(const std::string& what) const {
     return Status::IoError(std::string("bad ") + kind_ + " record: " + what);
   }
   Status Truncated(const char* field) const {
-    return Bad(std::string("truncated in ") + field + " at byte " + std::to_string(pos_) + " of " +
-               std::to_string(data_.size()));
+    return Bad(std::string("truncated in ") + field + " at byte " + std::to_string(pos()) + " of " +
+               std::to_string(size()));
   }
 
-  bool U8(uint8_t* v) {
-    if (remaining() < 1) return false;
-    *v = static_cast<uint8_t>(data_[pos_++]);
-    return true;
-  }
-  bool U32(uint32_t* v) {
-    if (remaining() < 4) return false;
-    uint32_t r = 0;
-    for (int i = 0; i < 4; ++i) r |= uint32_t{static_cast<uint8_t>(data_[pos_ + i])} << (8 * i);
-    pos_ += 4;
-    *v = r;
-    return true;
-  }
-  bool U64(uint64_t* v) {
-    if (remaining() < 8) return false;
-    uint64_t r = 0;
-    for (int i = 0; i < 8; ++i) r |= uint64_t{static_cast<uint8_t>(data_[pos_ + i])} << (8 * i);
-    pos_ += 8;
-    *v = r;
-    return true;
-  }
-  bool Bytes(size_t n, std::string_view* v) {
-    if (remaining() < n) return false;
-    *v = data_.substr(pos_, n);
-    pos_ += n;
-    return true;
-  }
-
-  // u8 length + name, checked to be a valid tag name.
+  // u8 length + name, checked to be a valid tag name, with a message.
   Status Tag(const char* field, std::string_view* tag) {
     uint8_t len = 0;
     if (!U8(&len)) return Truncated(field);
@@ -93,14 +50,12 @@ class Reader {
 
   Status ExpectEnd() const {
     if (remaining() != 0) {
-      return Bad(std::to_string(remaining()) + " trailing bytes after byte " + std::to_string(pos_));
+      return Bad(std::to_string(remaining()) + " trailing bytes after byte " + std::to_string(pos()));
     }
     return Status::Ok();
   }
 
  private:
-  std::string_view data_;
-  size_t pos_ = 0;
   const char* kind_;
 };
 
