@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "server/random_writes.h"
 #include "server/test_util.h"
 #include "tagcache/server/engine.h"
 
@@ -323,43 +324,6 @@ TEST(EngineStateTest, CommitsAtTheSameTsFloorEveryShardEitherLeftOut) {
 
 // ---- The key property: merge(A, B) equals the engine that got every write -----------
 
-struct Write {
-  enum class Kind { kEvent, kFullSnapshot, kPart, kCommit };
-  Kind kind = Kind::kEvent;
-  Event event;                    // kEvent
-  std::string tag;                // the others
-  Timestamp ts = 0;               // the others
-  std::vector<UserId> users;      // kFullSnapshot
-  uint64_t shard = 0;             // kPart
-  std::vector<uint32_t> offsets;  // kPart
-  std::vector<uint64_t> shards;   // kCommit: the shards it names
-};
-
-std::string Describe(const Write& w) {
-  std::ostringstream out;
-  switch (w.kind) {
-    case Write::Kind::kEvent:
-      out << (w.event.op == TagOp::kSet ? "set" : "clear") << "(" << w.event.user << ", "
-          << w.event.tag << ", " << w.event.ts << ")";
-      break;
-    case Write::Kind::kFullSnapshot:
-      out << "full(" << w.tag << ", " << w.ts << ", {";
-      for (UserId u : w.users) out << " " << u;
-      out << " })";
-      break;
-    case Write::Kind::kPart:
-      out << "part(" << w.tag << ", " << w.ts << ", shard " << w.shard << ", {";
-      for (uint32_t o : w.offsets) out << " " << o;
-      out << " })";
-      break;
-    case Write::Kind::kCommit:
-      out << "commit(" << w.tag << ", " << w.ts << ", shards {";
-      for (uint64_t s : w.shards) out << " " << s;
-      out << " })";
-      break;
-  }
-  return out.str();
-}
 
 // Random writes over a few users in a few shards, a few tags and a small ts
 // range, so equal timestamps, stale parts, ties between different contents
