@@ -811,6 +811,7 @@ class Engine::Impl {
     const Shard* shard = FindShard(id);
     if (!shard) return out;
     std::vector<uint32_t> tag_ids;
+    internal::UserIndex index_copy;
     {
       std::shared_lock lock(shard->mu);
       out.known = shard->known;
@@ -829,9 +830,12 @@ class Engine::Impl {
           c.overrides.push_back(OverrideState{offset, ov.ts, ov.op});
         });
       }
-      // Under the same lock as the columns, so the image matches them exactly.
-      if (with_index && !shard->index.Empty()) shard->index.AppendImage(out.index_image);
+      // Copied under the same lock as the columns, so the image matches them
+      // exactly; the image itself is built after the lock is released, since
+      // building it walks every user and writes to this shard would wait.
+      if (with_index && !shard->index.Empty()) index_copy.CopyFrom(shard->index);
     }
+    if (with_index && !index_copy.Empty()) index_copy.AppendImage(out.index_image);
     for (ColumnState& c : out.columns) {
       std::sort(c.overrides.begin(), c.overrides.end(),
                 [](const OverrideState& a, const OverrideState& b) { return a.offset < b.offset; });

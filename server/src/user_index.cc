@@ -40,6 +40,34 @@ UserIndex::UserIndex(size_t max_block_bytes) : class_count_(0) {
   while (class_count_ < kHugeClass && kClassBytes[class_count_] <= max_block_bytes) ++class_count_;
 }
 
+void UserIndex::CopyFrom(const UserIndex& other) {
+  chunks_.clear();
+  chunks_.resize(other.chunks_.size());
+  const size_t slots = size_t{1} << kChunkBits;
+  for (size_t c = 0; c < other.chunks_.size(); ++c) {
+    if (!other.chunks_[c]) continue;
+    chunks_[c] = std::make_unique_for_overwrite<uint32_t[]>(slots);
+    std::memcpy(chunks_[c].get(), other.chunks_[c].get(), slots * sizeof(uint32_t));
+  }
+  for (uint32_t cls = 0; cls < kHugeClass; ++cls) {
+    const SizeClass& from = other.classes_[cls];
+    SizeClass& to = classes_[cls];
+    const size_t page_bytes = BlocksPerPage(cls) * kClassBytes[cls];
+    to.pages.clear();
+    to.pages.reserve(from.pages.size());
+    for (const auto& page : from.pages) {
+      to.pages.push_back(std::make_unique_for_overwrite<uint8_t[]>(page_bytes));
+      std::memcpy(to.pages.back().get(), page.get(), page_bytes);
+    }
+    to.free = from.free;
+    to.allocated = from.allocated;
+  }
+  huge_ = other.huge_;
+  class_count_ = other.class_count_;
+  memory_bytes_ = other.memory_bytes_;
+  free_bytes_ = other.free_bytes_;
+}
+
 uint32_t& UserIndex::MutableSlot(uint32_t offset) {
   size_t chunk = offset >> kChunkBits;
   if (chunk >= chunks_.size()) chunks_.resize(chunk + 1);

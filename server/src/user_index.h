@@ -47,6 +47,10 @@ class UserIndex {
   // user's slot is stored as its class alone (a loader hands out blocks in
   // user order), and free blocks are left out. Appended to `out`.
   void AppendImage(std::string& out) const;
+  // Makes this index a deep copy of `other` at memcpy speed, so a caller can
+  // hold the owner's lock for the copy only and build the (slower) image
+  // from the copy afterwards.
+  void CopyFrom(const UserIndex& other);
   // Installs an image from AppendImage into this empty index if it is the
   // index of `by_tag` (as for BuildFrom) as far as an O(image) check can
   // tell: the layout is consistent, every list is strictly ascending with

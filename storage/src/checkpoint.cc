@@ -101,6 +101,9 @@ void EncodeColumn(uint64_t shard, const ColumnState& column, std::string& out) {
 }
 
 // Frames records into a buffer and appends it to the file in large pieces.
+// A checkpoint is synced every this many bytes while it is written.
+constexpr uint64_t kSyncEveryBytes = uint64_t{32} << 20;
+
 class BufferedRecordWriter {
  public:
   explicit BufferedRecordWriter(WritableFile& file) : file_(file) { buffer_.reserve(kFlushBytes); }
@@ -117,6 +120,14 @@ class BufferedRecordWriter {
     Status s = file_.Append(buffer_);
     flushed_ += buffer_.size();
     buffer_.clear();
+    if (!s.ok()) return s;
+    // Sync as we go: left to one fsync at the end, gigabytes of dirty pages
+    // reach the disk in one burst, and the WAL's fsyncs (which acknowledge
+    // writes) queue behind it for a hundred milliseconds and more.
+    if (flushed_ - synced_ >= kSyncEveryBytes) {
+      s = file_.Sync();
+      synced_ = flushed_;
+    }
     return s;
   }
   // Framed bytes so far, flushed or not: the offset the next record gets.
@@ -126,6 +137,7 @@ class BufferedRecordWriter {
   WritableFile& file_;
   std::string buffer_;
   uint64_t flushed_ = 0;
+  uint64_t synced_ = 0;
 };
 
 // ---- Decoding ----------------------------------------------------------------

@@ -45,6 +45,43 @@ TEST(UserIndexTest, RandomAddsAndRemovesMatchReference) {
   EXPECT_GT(index.MemoryBytes(), 0u);
 }
 
+// A copy (what a checkpoint takes under the shard's lock) answers exactly
+// like the original, stays independent of it, and gives the same image.
+TEST(UserIndexTest, CopyIsDeepAndEqual) {
+  UserIndex index;
+  std::map<uint32_t, std::set<uint32_t>> ref;
+  std::mt19937 rng(2);
+  for (int i = 0; i < 100'000; ++i) {
+    uint32_t u = rng() % 700 * 211;
+    uint32_t t = rng() % 5000;  // some lists outgrow the slab
+    if (rng() % 3 == 0) {
+      index.Remove(u, t);
+      ref[u].erase(t);
+    } else {
+      index.Add(u, t);
+      ref[u].insert(t);
+    }
+  }
+  UserIndex copy;
+  copy.CopyFrom(index);
+  EXPECT_EQ(copy.MemoryBytes(), index.MemoryBytes());
+  std::string a, b;
+  index.AppendImage(a);
+  copy.AppendImage(b);
+  EXPECT_EQ(a, b);
+  for (const auto& [u, tags] : ref) {
+    ASSERT_EQ(TagsOf(copy, u), std::vector<uint32_t>(tags.begin(), tags.end())) << "user " << u;
+  }
+  // Independent: editing the original leaves the copy as it was.
+  auto it = ref.begin();
+  while (it != ref.end() && it->second.empty()) ++it;
+  ASSERT_NE(it, ref.end());
+  const uint32_t user = it->first;
+  index.Add(user, 4999);
+  index.Remove(user, *it->second.begin());
+  EXPECT_EQ(TagsOf(copy, user), std::vector<uint32_t>(it->second.begin(), it->second.end()));
+}
+
 TEST(UserIndexTest, OversizedListsAndLargeTagIds) {
   UserIndex index(/*max_block_bytes=*/1024);
   std::set<uint32_t> ref;
