@@ -275,7 +275,8 @@ class Replayer {
   WalReplayReport& report() { return report_; }
 
  private:
-  Result<SegmentOutcome> Torn(const WalSegmentInfo& seg, uint64_t offset, std::string reason) {
+  // What is dropped from `seg` at `offset`; with repair, cut off the file too.
+  Result<WalDamage> Drop(const WalSegmentInfo& seg, uint64_t offset, std::string reason) {
     WalDamage damage;
     damage.path = seg.path;
     damage.offset = offset;
@@ -285,7 +286,13 @@ class Replayer {
       Status st = fs_.TruncateFile(seg.path, offset);
       if (!st.ok()) return st;
     }
-    report_.torn_tails.push_back(std::move(damage));
+    return damage;
+  }
+
+  Result<SegmentOutcome> Torn(const WalSegmentInfo& seg, uint64_t offset, std::string reason) {
+    Result<WalDamage> damage = Drop(seg, offset, std::move(reason));
+    if (!damage.ok()) return damage.status();
+    report_.torn_tails.push_back(std::move(*damage));
     return SegmentOutcome{};
   }
 
@@ -317,16 +324,9 @@ class Replayer {
         if (!st.ok()) return st;
       }
     }
-    WalDamage damage;
-    damage.path = seg.path;
-    damage.offset = offset;
-    damage.dropped_bytes = seg.bytes > offset ? seg.bytes - offset : 0;
-    damage.reason = std::move(reason);
-    if (repair_ && damage.dropped_bytes > 0) {
-      Status st = fs_.TruncateFile(seg.path, offset);
-      if (!st.ok()) return st;
-    }
-    report_.corruption = std::move(damage);
+    Result<WalDamage> damage = Drop(seg, offset, std::move(reason));
+    if (!damage.ok()) return damage.status();
+    report_.corruption = std::move(*damage);
     return SegmentOutcome{.stop = true};
   }
 

@@ -33,6 +33,8 @@
 #include "tagcache/protocol/tag_hits.h"
 #include "tagcache/protocol/frame.h"
 
+#include "common/temp_dir.h"
+
 namespace tagcache::net {
 namespace {
 
@@ -267,10 +269,13 @@ class RawClient {
 
 // ---- Fixture -------------------------------------------------------------------
 
-class NodeTest : public ::testing::Test {
+// Every test runs twice: on a node that keeps its state in RAM, and on one
+// with a data directory, where writes and checkpoints take the logged path.
+class NodeTest : public ::testing::TestWithParam<bool> {
  protected:
-  static NodeOptions DefaultOptions() {
+  NodeOptions DefaultOptions() const {
     NodeOptions o;
+    if (GetParam()) o.data_dir = data_dir_.path();
     o.listen_host = "127.0.0.1";
     o.listen_port = 0;
     o.io_threads = 2;
@@ -281,7 +286,8 @@ class NodeTest : public ::testing::Test {
     return o;
   }
 
-  void StartNode(NodeOptions options = DefaultOptions()) {
+  void StartNode() { StartNode(DefaultOptions()); }
+  void StartNode(NodeOptions options) {
     node_ = std::make_unique<Node>(std::move(options));
     Status s = node_->Start();
     ASSERT_TRUE(s.ok()) << s.ToString();
@@ -297,6 +303,8 @@ class NodeTest : public ::testing::Test {
   }
 
   void TearDown() override { StopNode(); }
+
+  testing::ScopedTempDir data_dir_{"tagcache-node"};
 
   std::unique_ptr<RawClient> Connect() {
     auto c = std::make_unique<RawClient>(port_);
@@ -369,7 +377,7 @@ class NodeTest : public ::testing::Test {
 
 // ---- Handshake -----------------------------------------------------------------
 
-TEST_F(NodeTest, HelloRepliesWithNodeParameters) {
+TEST_P(NodeTest, HelloRepliesWithNodeParameters) {
   StartNode();
   auto c = Connect();
   auto reply = Call(*c, HelloFrame(9), 9);
@@ -386,7 +394,7 @@ TEST_F(NodeTest, HelloRepliesWithNodeParameters) {
   EXPECT_EQ(ping->get().getStatus(), wire::Status::OK);
 }
 
-TEST_F(NodeTest, FirstFrameMustBeHello) {
+TEST_P(NodeTest, FirstFrameMustBeHello) {
   StartNode();
   auto c = Connect();
   auto reply = Call(*c, PingFrame(5), 5);
@@ -396,7 +404,7 @@ TEST_F(NodeTest, FirstFrameMustBeHello) {
   ExpectHealthy();
 }
 
-TEST_F(NodeTest, OtherProtocolVersionIsRefused) {
+TEST_P(NodeTest, OtherProtocolVersionIsRefused) {
   StartNode();
   auto c = Connect();
   auto reply = Call(*c, HelloFrame(3, 2), 3);
@@ -406,7 +414,7 @@ TEST_F(NodeTest, OtherProtocolVersionIsRefused) {
   ExpectHealthy();
 }
 
-TEST_F(NodeTest, ConnectionWithoutHelloTimesOut) {
+TEST_P(NodeTest, ConnectionWithoutHelloTimesOut) {
   NodeOptions o = DefaultOptions();
   o.hello_timeout = milliseconds(200);
   StartNode(o);
@@ -417,7 +425,7 @@ TEST_F(NodeTest, ConnectionWithoutHelloTimesOut) {
 
 // ---- Requests ------------------------------------------------------------------
 
-TEST_F(NodeTest, WritesAndQueriesRoundTrip) {
+TEST_P(NodeTest, WritesAndQueriesRoundTrip) {
   StartNode();
   auto c = Established();
   // Users 1..3 are apple fans, 2..4 buyers, all in shard 0.
@@ -576,7 +584,7 @@ TEST_F(NodeTest, WritesAndQueriesRoundTrip) {
   EXPECT_TRUE(saw_get_tags);
 }
 
-TEST_F(NodeTest, LargeFrameIsReceivedIntoItsOwnBuffer) {
+TEST_P(NodeTest, LargeFrameIsReceivedIntoItsOwnBuffer) {
   NodeOptions o = DefaultOptions();
   o.engine.shard_bits = 20;
   StartNode(o);
@@ -593,7 +601,7 @@ TEST_F(NodeTest, LargeFrameIsReceivedIntoItsOwnBuffer) {
   EXPECT_EQ(r->get().getCount(), members.cardinality());
 }
 
-TEST_F(NodeTest, PipelinedLargeFramesAreAllAnswered) {
+TEST_P(NodeTest, PipelinedLargeFramesAreAllAnswered) {
   NodeOptions o = DefaultOptions();
   o.engine.shard_bits = 20;
   o.max_frame_bytes = 256 << 10;  // in-flight request bodies are bounded by about this much
@@ -624,7 +632,7 @@ TEST_F(NodeTest, PipelinedLargeFramesAreAllAnswered) {
   EXPECT_EQ(r->get().getCount(), members.cardinality() * n);
 }
 
-TEST_F(NodeTest, ResponsesNeverExceedTheAnnouncedFrameLimit) {
+TEST_P(NodeTest, ResponsesNeverExceedTheAnnouncedFrameLimit) {
   NodeOptions o = DefaultOptions();
   o.max_frame_bytes = 16 << 10;
   StartNode(o);
@@ -666,7 +674,7 @@ TEST_F(NodeTest, ResponsesNeverExceedTheAnnouncedFrameLimit) {
 
 // ---- Bad input -----------------------------------------------------------------
 
-TEST_F(NodeTest, InvalidBitmapInLoadSnapshotIsRefusedAndConnectionStays) {
+TEST_P(NodeTest, InvalidBitmapInLoadSnapshotIsRefusedAndConnectionStays) {
   NodeOptions o = DefaultOptions();
   o.engine.shard_bits = 20;
   StartNode(o);
@@ -705,7 +713,7 @@ TEST_F(NodeTest, InvalidBitmapInLoadSnapshotIsRefusedAndConnectionStays) {
   EXPECT_EQ(node_->engine().Stats().tags, 0u);
 }
 
-TEST_F(NodeTest, UnknownRequestKindKeepsTheConnection) {
+TEST_P(NodeTest, UnknownRequestKindKeepsTheConnection) {
   StartNode();
   auto c = Established();
   std::vector<uint8_t> frame =
@@ -727,7 +735,7 @@ TEST_F(NodeTest, UnknownRequestKindKeepsTheConnection) {
   EXPECT_EQ(r->get().getStatus(), wire::Status::OK);
 }
 
-TEST_F(NodeTest, GarbageBytesGetAnErrorAndClose) {
+TEST_P(NodeTest, GarbageBytesGetAnErrorAndClose) {
   StartNode();
   auto c = Connect();
   std::string garbage = "GET / HTTP/1.1\r\nHost: example\r\n\r\n";
@@ -735,7 +743,7 @@ TEST_F(NodeTest, GarbageBytesGetAnErrorAndClose) {
   ExpectErrorAndClose(*c, wire::Status::BAD_REQUEST);
 }
 
-TEST_F(NodeTest, GarbageAfterHelloGetsAnErrorAndClose) {
+TEST_P(NodeTest, GarbageAfterHelloGetsAnErrorAndClose) {
   StartNode();
   auto c = Established();
   std::vector<uint8_t> garbage(4096);
@@ -744,7 +752,7 @@ TEST_F(NodeTest, GarbageAfterHelloGetsAnErrorAndClose) {
   ExpectErrorAndClose(*c, wire::Status::BAD_REQUEST);
 }
 
-TEST_F(NodeTest, HugeLengthIsRefusedWithoutAllocating) {
+TEST_P(NodeTest, HugeLengthIsRefusedWithoutAllocating) {
   StartNode();
   for (bool after_hello : {false, true}) {
     auto c = after_hello ? Established() : Connect();
@@ -760,7 +768,7 @@ TEST_F(NodeTest, HugeLengthIsRefusedWithoutAllocating) {
   }
 }
 
-TEST_F(NodeTest, FrameCutOffMidBodyThenClosed) {
+TEST_P(NodeTest, FrameCutOffMidBodyThenClosed) {
   StartNode();
   {
     auto c = Established();
@@ -778,7 +786,7 @@ TEST_F(NodeTest, FrameCutOffMidBodyThenClosed) {
   EXPECT_TRUE(WaitForConnections(0));  // the cut ones are gone
 }
 
-TEST_F(NodeTest, AmplifiedMessageIsRefused) {
+TEST_P(NodeTest, AmplifiedMessageIsRefused) {
   StartNode();
   {
     auto c = Established();  // small: parsed on the IO thread
@@ -792,14 +800,14 @@ TEST_F(NodeTest, AmplifiedMessageIsRefused) {
   }
 }
 
-TEST_F(NodeTest, DeeplyNestedMessageIsRefused) {
+TEST_P(NodeTest, DeeplyNestedMessageIsRefused) {
   StartNode();
   auto c = Established();
   ASSERT_TRUE(c->Send(RawMessageFrame(DeeplyNestedGetTags(200))));
   ExpectErrorAndClose(*c, wire::Status::BAD_REQUEST);
 }
 
-TEST_F(NodeTest, ClientThatNeverReadsIsBoundedThenDisconnected) {
+TEST_P(NodeTest, ClientThatNeverReadsIsBoundedThenDisconnected) {
   NodeOptions o = DefaultOptions();
   o.max_output_bytes = 64 << 10;
   o.write_timeout = milliseconds(500);
@@ -840,7 +848,7 @@ TEST_F(NodeTest, ClientThatNeverReadsIsBoundedThenDisconnected) {
   ExpectHealthy();
 }
 
-TEST_F(NodeTest, ExcessConnectionIsAnsweredOverloaded) {
+TEST_P(NodeTest, ExcessConnectionIsAnsweredOverloaded) {
   NodeOptions o = DefaultOptions();
   o.max_connections = 2;
   StartNode(o);
@@ -922,7 +930,7 @@ void PipelineOn(RawClient& c, uint64_t first_id, int n) {
   EXPECT_EQ(seen.size(), static_cast<size_t>(n));
 }
 
-TEST_F(NodeTest, PipelinedRequestsOverFourConnectionsAreAllAnsweredById) {
+TEST_P(NodeTest, PipelinedRequestsOverFourConnectionsAreAllAnsweredById) {
   StartNode();
   LoadSmallDataset(node_->engine());
   std::vector<std::thread> clients;
@@ -935,7 +943,7 @@ TEST_F(NodeTest, PipelinedRequestsOverFourConnectionsAreAllAnsweredById) {
   for (auto& t : clients) t.join();
 }
 
-TEST_F(NodeTest, SmallInflightCapStillAnswersEverything) {
+TEST_P(NodeTest, SmallInflightCapStillAnswersEverything) {
   NodeOptions o = DefaultOptions();
   o.max_inflight = 2;
   StartNode(o);
@@ -944,7 +952,7 @@ TEST_F(NodeTest, SmallInflightCapStillAnswersEverything) {
   PipelineOn(*c, 1, 2000);
 }
 
-TEST_F(NodeTest, StopFinishesInFlightRequestsThenCloses) {
+TEST_P(NodeTest, StopFinishesInFlightRequestsThenCloses) {
   StartNode();
   LoadSmallDataset(node_->engine());
   auto c = Established();
@@ -970,6 +978,11 @@ TEST_F(NodeTest, StopFinishesInFlightRequestsThenCloses) {
   RawClient late(port_);
   EXPECT_FALSE(late.connected());
 }
+
+INSTANTIATE_TEST_SUITE_P(InRamAndDurable, NodeTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "WithDataDir" : "InRam";
+                         });
 
 }  // namespace
 }  // namespace tagcache::net

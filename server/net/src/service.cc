@@ -421,6 +421,16 @@ Status Service::AdmitWrite(const PreparedWrite& write) {
   return memory_->Admit(estimate);
 }
 
+// A request whose message could not be read: answered BAD_REQUEST with id 0,
+// and the connection is closed.
+FrameResult Service::MalformedResult(const kj::Exception& e) {
+  FrameResult result;
+  result.malformed = true;
+  AppendErrorFrame(0, Status::BadRequest("malformed request: " + DescribeKjException(e)),
+                   result.frame);
+  return result;
+}
+
 // Serializing the answer can fail (too large for a frame, out of memory):
 // that is ours, so the client gets an error frame instead.
 FrameResult Service::Finish(capnp::MallocMessageBuilder& mb, uint64_t id, size_t kind,
@@ -458,7 +468,10 @@ void Service::ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body,
     RequestReader reader(body);
     Result<Request::Reader> parsed = reader.Parse();
     if (!parsed.ok()) {
-      done(ExecuteFrame(body));  // answers the parse error as usual
+      FrameResult result;
+      result.malformed = true;
+      AppendErrorFrame(0, parsed.status(), result.frame);
+      done(std::move(result));
       return;
     }
     Request::Reader req = *parsed;
@@ -485,12 +498,20 @@ void Service::ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body,
         kind = KindOf(req);
         checkpoint = true;
         break;
-      default:
-        done(ExecuteFrame(body));
+      default: {
+        // Not a write: answered now, from the request already parsed.
+        id = req.getId();
+        kind = KindOf(req);
+        capnp::MallocMessageBuilder mb;
+        auto resp = mb.initRoot<Response>();
+        resp.setId(id);
+        const StatusCode code = Execute(req, resp);
+        done(Finish(mb, id, kind, code));
         return;
+      }
     }
-  } catch (const kj::Exception&) {
-    done(ExecuteFrame(body));  // answers the malformed message as usual
+  } catch (const kj::Exception& e) {
+    done(MalformedResult(e));
     return;
   } catch (const std::exception& e) {
     FrameResult result;
@@ -639,11 +660,7 @@ FrameResult Service::ExecuteFrame(kj::ArrayPtr<const capnp::word> body) {
     resp.setId(id);
     code = Execute(req, resp);
   } catch (const kj::Exception& e) {
-    result.ok = false;
-    result.malformed = true;
-    AppendErrorFrame(0, Status::BadRequest("malformed request: " + DescribeKjException(e)),
-                     result.frame);
-    return result;
+    return MalformedResult(e);
   } catch (const std::exception& e) {  // e.g. bad_alloc outside Execute()
     result.ok = false;
     AppendErrorFrame(id, Status::Internal(std::string("unexpected error: ") + e.what()),

@@ -7,6 +7,7 @@
 
 #include <capnp/message.h>
 #include <kj/array.h>
+#include <kj/exception.h>
 
 #include <atomic>
 #include <chrono>
@@ -138,6 +139,7 @@ class Service {
   StatusCode ApplyWrite(const PreparedWrite& write, wire::Response::Builder resp);
   // Memory admission: OVERLOADED while the node is over --max-memory.
   Status AdmitWrite(const PreparedWrite& write);
+  static FrameResult MalformedResult(const kj::Exception& e);
   // Turns a filled-in response into a FrameResult.
   FrameResult Finish(capnp::MallocMessageBuilder& mb, uint64_t id, size_t kind, StatusCode code);
   void FillStats(wire::Response::StatsReply::Builder out);
