@@ -134,6 +134,9 @@ Result<Report> Execute(const Invocation& inv) {
       return Report(
           PingReport{client.nodes(), static_cast<uint64_t>(rtt->count()), client.shard_bits()});
     }
+    case Command::kLoad:
+    case Command::kStream:
+      break;  // main.cc runs these through RunLoad / RunStream
   }
   return Status::Internal("unknown command");
 }

@@ -11,4 +11,9 @@ namespace tagcache::tagctl {
 // node's (or the client's) status; tagctl prints it and exits 1.
 Result<Report> Execute(const Invocation& invocation);
 
+// The long-running commands print their own progress and summary and
+// return the process exit code (0 success, 1 failure; docs/CLI.md).
+int RunLoad(const Invocation& invocation);    // load_command.cc
+int RunStream(const Invocation& invocation);  // stream_command.cc
+
 }  // namespace tagcache::tagctl

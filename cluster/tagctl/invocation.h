@@ -21,6 +21,8 @@ enum class Command {
   kStats,
   kCheckpoint,
   kPing,
+  kLoad,    // bulk snapshot load (load_command.cc)
+  kStream,  // NDJSON events from stdin (stream_command.cc)
 };
 
 enum class AudienceFormat { kIds, kRoaring };
@@ -35,7 +37,7 @@ struct Invocation {
   uint64_t user = 0;              // get, has, set, clear
   std::vector<std::string> tags;  // has
   std::string tag;                // set, clear
-  std::optional<uint64_t> ts;     // set, clear; default: now in ms
+  std::optional<uint64_t> ts;     // set, clear (default: now in ms); load (required)
   bool with_ts = false;           // get
   std::string expr;               // count, audience, top-tags
   std::optional<uint32_t> limit;  // audience: page size
@@ -43,6 +45,24 @@ struct Invocation {
   std::string out_file;           // audience: write the whole audience here
   AudienceFormat format = AudienceFormat::kIds;
   uint32_t k = 10;  // top-tags
+
+  // load
+  std::vector<std::string> inputs;  // files and directories
+  std::string input_format = "auto";
+  std::string load_tag;  // --tag: tag of id-list / Roaring inputs
+  uint64_t max_errors = 0;
+  int parse_threads = 2;
+  bool dry_run = false;  // read and validate, send nothing
+  uint64_t max_in_flight_mb = 64;
+
+  // stream
+  std::string stream_input;  // empty or "-": stdin
+  size_t batch_events = 2000;
+  int64_t linger_ms = 20;
+  size_t in_flight_batches = 8;
+  int64_t retry_for_s = 60;
+  bool strict = false;
+  double report_interval_s = 5;  // throughput line on stderr; 0: none
 };
 
 }  // namespace tagcache::tagctl

@@ -4,6 +4,7 @@
 // Exit codes: 0 success, 1 the request failed (one line on stderr:
 // "tagctl: STATUS_NAME: message"), 2 usage error.
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <iostream>
 #include <string>
 
@@ -105,8 +106,77 @@ int main(int argc, char** argv) {
     inv.command = Command::kPing;
   });
 
+  std::string load_ts;
+  auto* load = app.add_subcommand(
+      "load", "Bulk snapshot load as of --ts: CSV/TSV pairs, id lists, portable Roaring, gzip");
+  load->add_option("PATH", inv.inputs, "Input files or directories")->required();
+  load->add_option("--ts", load_ts,
+                   "Snapshot time, ms since the epoch (required; 'now' must be explicit)")
+      ->required();
+  load->add_option("--format", inv.input_format,
+                   "auto, csv, tsv, ids, roaring, roaring32 or roaring64")
+      ->check(CLI::IsMember({"auto", "csv", "tsv", "ids", "roaring", "roaring32", "roaring64"}))
+      ->capture_default_str();
+  load->add_option("--tag", inv.load_tag, "Tag of id-list/Roaring inputs (default: file stem)");
+  load->add_option("--max-errors", inv.max_errors,
+                   "Bad lines/files tolerated (skipped); more abort before anything is applied")
+      ->capture_default_str();
+  load->add_option("--threads", inv.parse_threads, "Files parsed in parallel")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  load->add_flag("--dry-run", inv.dry_run, "Read and validate the input; send nothing");
+  load->add_option("--max-in-flight-mb", inv.max_in_flight_mb,
+                   "Snapshot parts sent and not yet acknowledged, in MiB")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{1}, uint64_t{4096}));
+  load->callback([&] { inv.command = Command::kLoad; });
+
+  auto* stream = app.add_subcommand(
+      "stream", "Apply NDJSON events ({\"user\":42,\"tag\":\"t\",\"op\":\"set\",\"ts\":1}) from stdin");
+  stream->add_option("FILE", inv.stream_input, "Read this file instead of stdin ('-': stdin)");
+  stream->add_option("--batch", inv.batch_events, "Events per batch")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1000000}));
+  stream->add_option("--linger-ms", inv.linger_ms, "Longest wait before a partial batch is sent")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{60000}));
+  stream->add_option("--in-flight", inv.in_flight_batches, "Batches sent and not yet answered")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, size_t{1024}));
+  stream->add_option("--retry-for", inv.retry_for_s,
+                     "Seconds a batch is retried on transient errors before the stream fails")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{86400}));
+  stream->add_flag("--strict", inv.strict, "Abort on the first bad line or refused event");
+  stream->add_option("--report-interval", inv.report_interval_s,
+                     "Seconds between throughput lines on stderr (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
+  stream->callback([&] { inv.command = Command::kStream; });
+
   try {
     app.parse(argc, argv);
+    if (inv.command == Command::kLoad) {
+      if (load_ts == "now") {
+        inv.ts = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+      } else {
+        size_t used = 0;
+        uint64_t ts = 0;
+        try {
+          ts = std::stoull(load_ts, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != load_ts.size() || load_ts.empty() || load_ts[0] == '-' || ts == 0) {
+          throw CLI::ValidationError("--ts", "'" + load_ts +
+                                                 "' is not a timestamp: give ms since the epoch "
+                                                 "(>= 1) or 'now'");
+        }
+        inv.ts = ts;
+      }
+    }
     inv.seeds = SplitSeeds(seeds);
     if (inv.seeds.empty()) throw CLI::ValidationError("--seeds", "no address given");
     inv.timeout = std::chrono::milliseconds(timeout_ms);
@@ -123,6 +193,9 @@ int main(int argc, char** argv) {
     std::cerr << "tagctl: usage: " << e.what() << " (see tagctl --help)\n";
     return kExitUsage;
   }
+
+  if (inv.command == Command::kLoad) return tagcache::tagctl::RunLoad(inv);
+  if (inv.command == Command::kStream) return tagcache::tagctl::RunStream(inv);
 
   auto report = tagcache::tagctl::Execute(inv);
   if (!report.ok()) {

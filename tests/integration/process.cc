@@ -26,7 +26,8 @@ using Steady = std::chrono::steady_clock;
 
 // Spawns binary+args with stdout/stderr redirected to files. -1 on failure.
 pid_t Spawn(const std::string& binary, const std::vector<std::string>& args,
-            const std::string& out_path, const std::string& err_path) {
+            const std::string& out_path, const std::string& err_path,
+            const std::string& in_path = "/dev/null") {
   std::vector<std::string> storage;
   storage.push_back(binary);
   storage.insert(storage.end(), args.begin(), args.end());
@@ -36,7 +37,7 @@ pid_t Spawn(const std::string& binary, const std::vector<std::string>& args,
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, in_path.c_str(), O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path.c_str(),
                                    O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(),
@@ -155,11 +156,11 @@ void ServerProcess::Kill() {
 std::string ServerProcess::Log() const { return ReadFile(log_path_); }
 
 RunResult RunProgram(const std::string& binary, const std::vector<std::string>& args,
-                     std::chrono::milliseconds limit) {
+                     std::chrono::milliseconds limit, const std::string& stdin_path) {
   TempDir dir;
   const std::string out = dir.path() + "/out", err = dir.path() + "/err";
   RunResult result;
-  const pid_t pid = Spawn(binary, args, out, err);
+  const pid_t pid = Spawn(binary, args, out, err, stdin_path);
   if (pid < 0) {
     result.err = "cannot start " + binary;
     return result;
@@ -175,6 +176,60 @@ RunResult RunProgram(const std::string& binary, const std::vector<std::string>& 
   result.err = ReadFile(err);
   return result;
 }
+
+std::unique_ptr<ChildProcess> ChildProcess::Start(const std::string& binary,
+                                                  const std::vector<std::string>& args,
+                                                  const std::string& dir) {
+  static int serial = 0;
+  const std::string tag = std::to_string(++serial);
+  const std::string out = dir + "/child." + tag + ".out", err = dir + "/child." + tag + ".err";
+  const pid_t pid = Spawn(binary, args, out, err);
+  if (pid < 0) {
+    ADD_FAILURE() << "cannot start " << binary;
+    return nullptr;
+  }
+  return std::unique_ptr<ChildProcess>(new ChildProcess(pid, out, err));
+}
+
+ChildProcess::~ChildProcess() {
+  if (pid_ > 0) Kill();
+}
+
+bool ChildProcess::Running() {
+  if (pid_ <= 0) return false;
+  return !Wait(std::chrono::milliseconds(0)).has_value();
+}
+
+std::optional<int> ChildProcess::Wait(std::chrono::milliseconds limit) {
+  if (pid_ <= 0) return exit_code_;
+  std::optional<int> status = WaitFor(pid_, limit);
+  if (!status) return std::nullopt;
+  pid_ = -1;
+  exit_code_ = ExitCode(*status);
+  return exit_code_;
+}
+
+int ChildProcess::Terminate(std::chrono::milliseconds limit) {
+  if (pid_ <= 0) return exit_code_;
+  ::kill(pid_, SIGTERM);
+  std::optional<int> code = Wait(limit);
+  if (!code) {
+    Kill();
+    return -1;
+  }
+  return *code;
+}
+
+void ChildProcess::Kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  WaitFor(pid_, std::chrono::seconds(10));
+  pid_ = -1;
+  exit_code_ = -1;
+}
+
+std::string ChildProcess::Out() const { return ReadFile(out_path_); }
+std::string ChildProcess::Err() const { return ReadFile(err_path_); }
 
 uint16_t UnusedPort() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -68,8 +69,47 @@ struct RunResult {
 };
 
 // Runs `binary` with `args`, capturing stdout and stderr, for at most `limit`.
+// Its stdin is `stdin_path` (default /dev/null).
 RunResult RunProgram(const std::string& binary, const std::vector<std::string>& args,
-                     std::chrono::milliseconds limit = std::chrono::milliseconds(20000));
+                     std::chrono::milliseconds limit = std::chrono::milliseconds(20000),
+                     const std::string& stdin_path = "/dev/null");
+
+// A long-running program other than the server (e.g. tagcache-kafka):
+// started with stdin /dev/null and stdout/stderr to files under `dir`,
+// signalled and reaped only by this object.
+class ChildProcess {
+ public:
+  // Null (with a gtest failure recorded) when it cannot be spawned.
+  static std::unique_ptr<ChildProcess> Start(const std::string& binary,
+                                             const std::vector<std::string>& args,
+                                             const std::string& dir);
+  // Kills (SIGKILL) the program if it still runs.
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // True while the program has not exited.
+  bool Running();
+  // SIGTERM, then waits up to `limit` (SIGKILL after it). The exit code, or
+  // -1 when it had to be killed or died of a signal.
+  int Terminate(std::chrono::milliseconds limit = std::chrono::milliseconds(10000));
+  // SIGKILL and reap.
+  void Kill();
+  // Waits up to `limit` for the program to exit by itself; its exit code,
+  // or nullopt if it still runs.
+  std::optional<int> Wait(std::chrono::milliseconds limit);
+  std::string Out() const;
+  std::string Err() const;
+
+ private:
+  ChildProcess(pid_t pid, std::string out, std::string err)
+      : pid_(pid), out_path_(std::move(out)), err_path_(std::move(err)) {}
+  pid_t pid_;
+  int exit_code_ = -1;
+  std::string out_path_;
+  std::string err_path_;
+};
 
 // A TCP port on 127.0.0.1 that nothing listens on (bound, then closed).
 uint16_t UnusedPort();

@@ -21,6 +21,7 @@
 #include <roaring/roaring.hh>
 
 #include "tagcache/common/status.h"
+#include "tagcache/common/tag_name.h"
 
 namespace tagcache {
 
@@ -193,8 +194,6 @@ struct TagState {
   std::vector<std::pair<uint64_t, std::optional<Timestamp>>> missing;
 };
 
-// True when `name` is a valid tag name: 1-128 bytes of [A-Za-z0-9_.:-].
-bool IsValidTagName(std::string_view name);
 
 class Engine {
  public:
