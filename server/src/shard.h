@@ -4,6 +4,7 @@
 // writers exclusive), so a reader never sees a half-applied snapshot.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <shared_mutex>
@@ -38,6 +39,18 @@ struct Shard {
   Roaring known;                                    // users any write ever named as members
   std::vector<std::unique_ptr<TagColumn>> columns;  // by tag id; null: no state for the tag
   UserIndex index;
+  // True after a bulk write dropped `index` (EngineOptions::
+  // index_rebuild_min_changes): writes leave it alone, GetTags probes the
+  // columns, and the engine's index thread rebuilds it.
+  bool index_stale = false;
+  // Writes that changed members while the index was stale: an index built
+  // from an older state is thrown away (and the next build holds the lock
+  // exclusively, so a steady trickle of events cannot starve it).
+  uint64_t index_skipped_writes = 0;
+  bool index_rebuild_contended = false;
+  // The last bulk write that skipped the index: a rebuild waits for bulk
+  // writes to pause (a load sends a shard many parts in a row).
+  std::chrono::steady_clock::time_point last_bulk_index_skip;
 
   const TagColumn* Column(uint32_t tag) const {
     return tag < columns.size() ? columns[tag].get() : nullptr;

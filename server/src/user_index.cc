@@ -40,6 +40,23 @@ UserIndex::UserIndex(size_t max_block_bytes) : class_count_(0) {
   while (class_count_ < kHugeClass && kClassBytes[class_count_] <= max_block_bytes) ++class_count_;
 }
 
+void UserIndex::Swap(UserIndex& other) noexcept {
+  using std::swap;
+  swap(chunks_, other.chunks_);
+  for (uint32_t c = 0; c < kHugeClass; ++c) swap(classes_[c], other.classes_[c]);
+  swap(huge_, other.huge_);
+  swap(class_count_, other.class_count_);
+  swap(memory_bytes_, other.memory_bytes_);
+  swap(free_bytes_, other.free_bytes_);
+  swap(scratch_bytes_, other.scratch_bytes_);
+}
+
+void UserIndex::Clear() {
+  UserIndex empty;
+  empty.class_count_ = class_count_;
+  Swap(empty);
+}
+
 void UserIndex::CopyFrom(const UserIndex& other) {
   chunks_.clear();
   chunks_.resize(other.chunks_.size());

@@ -60,6 +60,12 @@ class UserIndex {
   // REQUIRES: Empty(), and the same max_block_bytes as the exporter's.
   Status LoadImage(std::string_view image, std::span<const Roaring* const> by_tag);
 
+  // Exchanges the contents of two indexes built with the same max_block_bytes
+  // (a rebuilt index replaces a stale one under the shard's lock in O(1)).
+  void Swap(UserIndex& other) noexcept;
+  // Frees everything: the index of no user.
+  void Clear();
+
   // True when no user has ever been given a tag (nothing allocated).
   bool Empty() const { return chunks_.empty() && huge_.empty(); }
 

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -17,6 +18,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "server/random_writes.h"
@@ -812,6 +814,73 @@ TEST(EngineStateTest, FutureCheckCanBeTurnedOffForReplayAndBackOn) {
   EXPECT_TRUE(engine.ApplyFullSnapshot("v", far, Users{4}).IsFutureTimestamp());
   EXPECT_TRUE(TagsOf(engine, 3).empty());
   EXPECT_TRUE(TagsOf(engine, 4).empty());
+}
+
+
+// ---- The per-user index dropped by bulk writes and rebuilt in the background --------
+
+// Waits (bounded) until the engine's index thread has no shard left to rebuild.
+bool WaitForIndexRebuilds(const Engine& engine) {
+  for (int i = 0; i < 2000; ++i) {
+    if (engine.Stats(false).counters.shards_rebuilding_index == 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+TEST(EngineStateTest, DroppedIndexesAnswerLikeKeptOnesBeforeAndAfterTheRebuild) {
+  // One engine drops a shard's index on every bulk change (GetTags then
+  // probes the bitmaps until the rebuild), the other always patches it.
+  for (int seed = 0; seed < 80; ++seed) {
+    std::mt19937_64 rng(static_cast<uint64_t>(seed) * 104729 + 3);
+    const Case c = Generate(rng);
+    std::vector<const Write*> writes;
+    for (const Write& w : c.writes) writes.push_back(&w);
+    EngineOptions dropping = TestOptions(kBits, 1);
+    dropping.index_rebuild_min_changes = 0;
+    // Long enough that the first Observe sees the dropped indexes.
+    dropping.index_rebuild_delay = std::chrono::milliseconds(30);
+    EngineOptions patching = TestOptions(kBits, 1);
+    patching.index_rebuild_min_changes = UINT64_MAX;
+    Engine a(dropping), b(patching);
+    std::mt19937_64 order_a(static_cast<uint64_t>(seed)), order_b(static_cast<uint64_t>(seed));
+    Apply(a, writes, order_a);
+    Apply(b, writes, order_b);
+    ASSERT_EQ(Observe(a, c), Observe(b, c)) << "seed " << seed << ", before the rebuild";
+    ASSERT_TRUE(WaitForIndexRebuilds(a)) << "seed " << seed;
+    ASSERT_EQ(Observe(a, c), Observe(b, c)) << "seed " << seed << ", after the rebuild";
+    EXPECT_EQ(b.Stats(false).counters.index_rebuilds, 0u);
+  }
+}
+
+TEST(EngineStateTest, ABulkSnapshotDropsTheIndexAndTheIndexThreadRebuildsIt) {
+  EngineOptions options = TestOptions(kBits, 1);
+  options.index_rebuild_min_changes = 100;
+  options.index_rebuild_delay = std::chrono::milliseconds(1);
+  Engine engine(options);
+  std::vector<UserId> users;
+  for (uint32_t o = 0; o < 200; ++o) users.push_back(U(3, o));
+  // 200 new memberships against an empty index: dropped, rebuilt later.
+  ASSERT_TRUE(engine.ApplyFullSnapshot("bulk", 10, users).ok());
+  // An event while the index may still be stale is answered all the same.
+  ASSERT_TRUE(engine.ApplyEvents(Events{{U(3, 7), "small", TagOp::kSet, 11}}).ok());
+  EXPECT_EQ(TagsOf(engine, U(3, 7)), (TagMap{{"bulk", 10}, {"small", 11}}));
+  ASSERT_TRUE(WaitForIndexRebuilds(engine));
+  EngineStats stats = engine.Stats(false);
+  EXPECT_EQ(stats.counters.index_rebuilds, 1u);
+  EXPECT_GT(stats.memory.index_bytes, 0u) << "the rebuilt index holds the users again";
+  EXPECT_EQ(TagsOf(engine, U(3, 7)), (TagMap{{"bulk", 10}, {"small", 11}}));
+  EXPECT_EQ(TagsOf(engine, U(3, 199)), (TagMap{{"bulk", 10}}));
+
+  // 199 removals are few against the index's size (its slot directory
+  // alone is 256 KiB): patched, no second rebuild.
+  const std::vector<UserId> one{U(3, 1)};
+  ASSERT_TRUE(engine.ApplyFullSnapshot("bulk", 12, one).ok());
+  EXPECT_EQ(engine.Stats(false).counters.shards_rebuilding_index, 0u);
+  EXPECT_EQ(engine.Stats(false).counters.index_rebuilds, 1u);
+  EXPECT_EQ(TagsOf(engine, U(3, 1)), (TagMap{{"bulk", 12}}));
+  EXPECT_EQ(TagsOf(engine, U(3, 7)), (TagMap{{"small", 11}}));
+  EXPECT_TRUE(TagsOf(engine, U(3, 199)).empty());
 }
 
 }  // namespace

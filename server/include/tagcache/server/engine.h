@@ -8,6 +8,7 @@
 // half-applied snapshot of a (tag, shard).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -52,6 +53,17 @@ struct EngineOptions {
   // The node's clock, in ms since the Unix epoch. Default (empty): the
   // system clock. Tests inject a fixed clock.
   std::function<Timestamp()> clock;
+  // The per-user index (what GetTags reads) is patched user by user on every
+  // write, unless one write changes at least this many memberships of a
+  // shard and about a tenth as many as the index holds (a bulk snapshot):
+  // then patching would cost far more than building the index
+  // anew from the bitmaps, so the shard's index is dropped, GetTags probes
+  // the shard's bitmaps meanwhile, and a background thread rebuilds the
+  // index once no such write has touched the shard for
+  // `index_rebuild_delay`. 0 makes every change of a shard's members drop
+  // its index (tests). Default: 4,096 and 20 ms.
+  uint64_t index_rebuild_min_changes = 4096;
+  std::chrono::milliseconds index_rebuild_delay{20};
 };
 
 struct ApplyEventsResult {
@@ -130,6 +142,11 @@ struct EngineCounters {
   // Shards whose per-user index a merge installed from ShardState.index_image
   // instead of rebuilding it from the bitmaps.
   uint64_t index_images_installed = 0;
+  // Per-user indexes dropped by a bulk write and rebuilt in the background
+  // (see EngineOptions::index_rebuild_min_changes), and shards whose index
+  // is being rebuilt now (GetTags probes their bitmaps meanwhile).
+  uint64_t index_rebuilds = 0;
+  uint64_t shards_rebuilding_index = 0;
 };
 
 struct EngineStats {
