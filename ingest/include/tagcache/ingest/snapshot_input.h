@@ -4,7 +4,9 @@
 // layout: u64 bucket count, then per bucket a u32 high key and a 32-bit
 // portable bitmap), as the Java, Go and C Roaring libraries write them.
 // Any of these may be gzip-compressed (detected by the magic bytes, not the
-// name). A directory is read recursively (hidden files skipped).
+// name; concatenated gzip members read as one stream). A directory is read
+// recursively (hidden entries and Spark's _SUCCESS / *.crc markers skipped).
+// Text inputs stream in 1 MiB chunks; a Roaring file is read whole.
 //
 // Error model: a bad line (text formats) is an InputError with its file and
 // 1-based line number; the line is skipped and reading goes on. A broken
@@ -26,10 +28,13 @@
 namespace tagcache::ingest {
 
 enum class InputFormat {
-  kAuto,       // from the name: *.csv, *.tsv, *.roaring / *.roaring64 / *.bin, else id list
-  kCsv,        // user_id,tag  (an optional header line; fields may be double-quoted)
+  kAuto,       // from the name without ".gz": *.csv, *.tsv, *.roaring / *.bin / *.rb (32 or
+               // 64-bit), *.roaring64 / *.r64, anything else an id list
+  kCsv,        // user_id,tag  (an optional header: line 1 when its first field does not
+               // start with a digit; fields may be double-quoted, spaces around them)
   kTsv,        // user_id<TAB>tag
-  kIdList,     // one user id per line; the tag is the file stem or --tag
+  kIdList,     // one user id per line; the tag is the file stem or --tag; blank lines and
+               // lines starting with '#' skipped
   kRoaring,    // portable Roaring, 32- or 64-bit (told apart by content)
   kRoaring32,  // portable 32-bit Roaring only
   kRoaring64,  // Roaring64Map portable layout only
@@ -62,9 +67,11 @@ struct InputFile {
 };
 
 // The files `paths` name: files as given, directories expanded recursively
-// in name order (hidden entries skipped). IO_ERROR / BAD_REQUEST naming a
-// path that does not exist or is neither a file nor a directory, or a
-// directory with no files.
+// and sorted by path, skipping entries whose name starts with '.', Spark's
+// `_SUCCESS` marker and `*.crc` checksum files (symlinks to files are
+// followed, to directories not). IO_ERROR naming a path that does not exist
+// or cannot be listed; BAD_REQUEST naming a path that is neither a file nor
+// a directory, or a directory with no files.
 Result<std::vector<InputFile>> ExpandInputs(const std::vector<std::string>& paths);
 
 struct FileReadResult {
@@ -81,7 +88,8 @@ struct ReadLimits {
 
 // Reads one file into `out` (same shard_bits as the load). `bytes_done` is
 // advanced as input bytes are consumed (on-disk bytes), for a progress bar;
-// may be null.
+// when the call returns, the file's whole size has been counted, even if it
+// was refused before its end. May be null.
 FileReadResult ReadSnapshotFile(const std::string& path, const InputOptions& options,
                                 SnapshotSet* out, std::atomic<uint64_t>* bytes_done = nullptr,
                                 ReadLimits limits = {});

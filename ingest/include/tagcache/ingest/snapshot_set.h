@@ -39,7 +39,9 @@ class SnapshotSet {
   // bulk). REQUIRES: a valid tag name.
   void Add(std::string_view tag, uint64_t user);
   // Adds every value of `users` (32-bit user ids) / of `offsets` as the
-  // offsets of `shard`.
+  // offsets of `shard`. Both mark the tag present even when the bitmap is
+  // empty. REQUIRES: a valid tag name; for AddShardOffsets, every offset
+  // < 2^shard_bits.
   void AddUsers32(std::string_view tag, const Roaring& users);
   void AddShardOffsets(std::string_view tag, uint64_t shard, const Roaring& offsets);
 
@@ -47,14 +49,16 @@ class SnapshotSet {
   // shard_bits.
   void MergeFrom(SnapshotSet&& other);
 
-  // Folds buffered members into the bitmaps (the accessors below do it).
+  // Folds buffered members into the bitmaps and frees the buffers (the
+  // accessors below do it, but for MemoryBytes).
   void Flush();
 
   // Tag names, ascending.
   std::vector<std::string> Tags();
   size_t tag_count() const { return tags_.size(); }
-  // Per shard (ascending) the tag's members as offsets; shards without
-  // members are absent. Empty map for an unknown tag or a tag without members.
+  // Per shard (ascending) the tag's members as offsets, run-optimised;
+  // shards without members are absent. Empty map for an unknown tag or a tag
+  // without members. Valid until the next call that changes the set.
   const std::map<uint64_t, Roaring>& Parts(const std::string& tag);
   // Frees a tag once it is loaded.
   void Erase(const std::string& tag);
@@ -65,7 +69,8 @@ class SnapshotSet {
   uint64_t DistinctUsers();
   // Distinct shards over all tags.
   uint64_t DistinctShards();
-  // Serialized size of the bitmaps plus the unflushed buffers.
+  // Serialized size of the bitmaps plus the buffers' allocated bytes; does
+  // not flush. The buffers are bounded: about 40 MiB per set.
   uint64_t MemoryBytes();
 
  private:
@@ -75,10 +80,30 @@ class SnapshotSet {
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
   TagMembers& Find(std::string_view tag);
-  void FlushTag(TagMembers& members);
+  // Makes room for one more pending member: grows the log, or folds it
+  // when it is at its bound.
+  void MakeRoom();
+  // Folds every pending member into the bitmaps; keeps the buffers.
+  void FoldPending();
+  // Folds `n` users of one tag (reordered in place) into its bitmaps.
+  void FoldUsers(TagMembers& members, uint64_t* users, size_t n);
 
   int shard_bits_;
   std::unordered_map<std::string, std::unique_ptr<TagMembers>, StringHash, std::equal_to<>> tags_;
+  // The tag Add saw last (Spark output is often grouped by tag); its name
+  // views the key in tags_, which stays put until the tag is erased.
+  TagMembers* last_ = nullptr;
+  std::string_view last_name_;
+  // Members added and not yet folded, of all tags in arrival order (user
+  // and index in by_id_), and the scratch FoldPending groups them by tag in.
+  std::vector<uint64_t> pending_users_;
+  std::vector<uint32_t> pending_tags_;
+  std::vector<uint64_t> grouped_;
+  std::vector<uint32_t> offsets_;
+  std::vector<TagMembers*> touched_;
+  // Every tag by its index (pending_tags_ is half the size of pointers);
+  // null once erased or moved to another set.
+  std::vector<TagMembers*> by_id_;
 };
 
 }  // namespace tagcache::ingest
