@@ -5,9 +5,10 @@
 //  - accepted: the cluster acknowledged it (applied, or ignored by the merge
 //    rules as older than what it holds — both are "done");
 //  - rejected: the cluster refused the event itself (BAD_REQUEST,
-//    FUTURE_TIMESTAMP, ...). A refused batch is split in halves and resent
-//    until the refused events are isolated, so one bad event never costs its
-//    neighbours;
+//    FUTURE_TIMESTAMP, UNKNOWN_TAG). A refused batch is split in halves and
+//    resent until the refused events are isolated, so one bad event never
+//    costs its neighbours. Any other refusal (UNAUTHORIZED, INTERNAL, ...)
+//    is about the request: every event of the batch fails with it;
 //  - failed: transient errors (IO_ERROR, OVERLOADED, deadline) are retried
 //    with backoff until `retry_for` has passed since the batch's first
 //    attempt, then the batch's events fail with the last status.
@@ -49,6 +50,11 @@ struct EventOutcome {
   Status status;  // OK: accepted; else rejected or failed with this status
 };
 
+// True for the codes a node gives one bad event of a batch (BAD_REQUEST,
+// FUTURE_TIMESTAMP, UNKNOWN_TAG): the event is "rejected"; any other error
+// outcome is "failed".
+bool IsEventRejection(const Status& status);
+
 // Called once per finished batch with every event's outcome, in the order
 // the events were added. Runs on the client's I/O thread: must not block.
 using OutcomeCallback = std::function<void(std::vector<EventOutcome>)>;
@@ -59,7 +65,7 @@ struct EventSenderStats {
   uint64_t applied = 0;
   uint64_t ignored = 0;   // accepted but not applied (older than held state)
   uint64_t rejected = 0;  // refused by the cluster: a bad event
-  uint64_t failed = 0;    // transient errors past retry_for
+  uint64_t failed = 0;    // transient errors past retry_for, refusals of a whole request
   uint64_t batches_sent = 0;
   uint64_t retries = 0;
 };
