@@ -141,21 +141,28 @@ ReadPhase ReadInputs(const std::vector<InputFile>& files, const ingest::InputOpt
   std::atomic<size_t> running{workers};
   for (size_t w = 0; w < workers; ++w) {
     pool.emplace_back([&, w] {
+      ingest::ReadLimits limits;
+      limits.pairs_progress = &pairs_done;
       for (size_t i = next++; i < files.size(); i = next++) {
-        phase.results[i] = ingest::ReadSnapshotFile(files[i].path, options, &sets[w], &bytes_done);
-        pairs_done += phase.results[i].pairs;
+        phase.results[i] =
+            ingest::ReadSnapshotFile(files[i].path, options, &sets[w], &bytes_done, limits);
       }
       --running;
     });
   }
+  // Polled every 10 ms so a short read ends promptly; redrawn every 200 ms.
+  auto next_draw = Clock::now() + std::chrono::milliseconds(200);
   while (running.load() > 0) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (Clock::now() < next_draw) continue;
+    next_draw = Clock::now() + std::chrono::milliseconds(200);
     const double elapsed = Seconds(Clock::now() - start);
     const double done = static_cast<double>(bytes_done.load());
     progress->Show("read", done, static_cast<double>(total_bytes),
                    HumanBytes(done) + "/" + HumanBytes(static_cast<double>(total_bytes)) + "  " +
                        HumanBytes(done / std::max(elapsed, 1e-3)) + "/s  " +
-                       HumanCount(static_cast<double>(pairs_done.load())) + " pairs  ETA " +
+                       HumanCount(static_cast<double>(pairs_done.load()) / std::max(elapsed, 1e-3)) +
+                       " pairs/s  ETA " +
                        Eta(done, static_cast<double>(total_bytes), elapsed));
   }
   for (auto& t : pool) t.join();

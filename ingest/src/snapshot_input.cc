@@ -175,9 +175,29 @@ class ErrorLog {
   FileReadResult* result_;
 };
 
+// Publishes the pairs accepted so far in steps of 65,536 (ReadLimits::pairs_progress).
+class PairProgress {
+ public:
+  explicit PairProgress(std::atomic<uint64_t>* out) : out_(out) {}
+  ~PairProgress() {
+    if (out_ != nullptr) out_->fetch_add(pending_, std::memory_order_relaxed);
+  }
+  void One() {
+    if (++pending_ == kStep && out_ != nullptr) {
+      out_->fetch_add(kStep, std::memory_order_relaxed);
+      pending_ = 0;
+    }
+  }
+
+ private:
+  static constexpr uint64_t kStep = 65536;
+  std::atomic<uint64_t>* out_;
+  uint64_t pending_ = 0;
+};
+
 // CSV (delimiter ',') or TSV ('\t'): `user_id<delimiter>tag` per line.
 Status ReadPairs(LineReader& lines, char delimiter, SnapshotSet& set, ErrorLog& log,
-                 FileReadResult& result) {
+                 FileReadResult& result, PairProgress& progress) {
   const std::string expected = delimiter == ',' ? "(user_id,tag)" : "(user_id<TAB>tag)";
   std::string last_tag;  // a tag already found valid
   uint64_t pairs = 0;
@@ -199,6 +219,7 @@ Status ReadPairs(LineReader& lines, char delimiter, SnapshotSet& set, ErrorLog& 
         if (tag != last_tag) last_tag.assign(tag);
         set.Add(tag, user);
         ++pairs;
+        progress.One();
         continue;
       }
     }
@@ -234,6 +255,7 @@ Status ReadPairs(LineReader& lines, char delimiter, SnapshotSet& set, ErrorLog& 
     }
     set.Add(tag, id.value);
     ++pairs;
+    progress.One();
   }
   result.lines = lines.line_number();
   result.pairs = pairs;
@@ -242,7 +264,7 @@ Status ReadPairs(LineReader& lines, char delimiter, SnapshotSet& set, ErrorLog& 
 
 // One user id per line; blank lines and '#' comments skipped.
 Status ReadIdList(LineReader& lines, const std::string& tag, SnapshotSet& set, ErrorLog& log,
-                  FileReadResult& result) {
+                  FileReadResult& result, PairProgress& progress) {
   set.AddTag(tag);
   uint64_t pairs = 0;
   while (std::optional<std::string_view> next = lines.Next()) {
@@ -259,6 +281,7 @@ Status ReadIdList(LineReader& lines, const std::string& tag, SnapshotSet& set, E
     if (q != p && q == end) {
       set.Add(tag, user);
       ++pairs;
+      progress.One();
       continue;
     }
     const uint64_t number = lines.line_number();
@@ -271,6 +294,7 @@ Status ReadIdList(LineReader& lines, const std::string& tag, SnapshotSet& set, E
     }
     set.Add(tag, id.value);
     ++pairs;
+    progress.One();
   }
   result.lines = lines.line_number();
   result.pairs = pairs;
@@ -452,19 +476,23 @@ FileReadResult ReadSnapshotFile(const std::string& path, const InputOptions& opt
     source = std::move(*opened);
     if (format == InputFormat::kCsv || format == InputFormat::kTsv) {
       LineReader lines(source.get());
-      return ReadPairs(lines, format == InputFormat::kCsv ? ',' : '\t', local, log, result);
+      PairProgress progress(limits.pairs_progress);
+      return ReadPairs(lines, format == InputFormat::kCsv ? ',' : '\t', local, log, result,
+                       progress);
     }
     Result<std::string> tag = FileTag(path, options);
     if (!tag.ok()) return tag.status();
     if (format == InputFormat::kIdList) {
       LineReader lines(source.get());
-      return ReadIdList(lines, *tag, local, log, result);
+      PairProgress progress(limits.pairs_progress);
+      return ReadIdList(lines, *tag, local, log, result, progress);
     }
     Result<std::string> data = ReadAll(*source);
     if (!data.ok()) return data.status();
     Result<uint64_t> users = internal::ReadRoaring(*data, format, *tag, &local);
     if (!users.ok()) return users.status();
     result.pairs = *users;
+    if (limits.pairs_progress != nullptr) limits.pairs_progress->fetch_add(*users);
     return Status::Ok();
   }();
 

@@ -676,5 +676,29 @@ TEST_F(SnapshotInputTest, ExpandInputsRefusesMissingAndEmptyInputs) {
   EXPECT_NE(none.status().message().find(empty), std::string::npos);
 }
 
+TEST_F(SnapshotInputTest, PairsProgressCountsAcceptedPairsOfEveryFormat) {
+  // 70,000 pairs: one step of 65,536 while reading, the rest at the end.
+  std::string csv, ids;
+  for (int u = 0; u < 70000; ++u) {
+    csv += std::to_string(u) + ",t\n";
+    ids += std::to_string(u) + "\n";
+  }
+  csv += "bad line\n";
+  const std::string csv_path = dir_ / "p.csv", ids_path = dir_ / "p.ids";
+  WriteFile(csv_path, csv);
+  WriteFile(ids_path, ids);
+  std::atomic<uint64_t> progress{0};
+  ReadLimits limits;
+  limits.pairs_progress = &progress;
+  SnapshotSet set(16);
+  FileReadResult r = ReadSnapshotFile(csv_path, InputOptions{}, &set, nullptr, limits);
+  EXPECT_EQ(r.pairs, 70000u);
+  EXPECT_EQ(r.error_count, 1u);
+  EXPECT_EQ(progress.load(), 70000u);
+  r = ReadSnapshotFile(ids_path, InputOptions{}, &set, nullptr, limits);
+  EXPECT_EQ(r.pairs, 70000u);
+  EXPECT_EQ(progress.load(), 140000u);
+}
+
 }  // namespace
 }  // namespace tagcache::ingest

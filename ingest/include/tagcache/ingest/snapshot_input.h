@@ -84,6 +84,10 @@ struct FileReadResult {
 
 struct ReadLimits {
   size_t max_errors_kept = 100;
+  // When set, advanced while reading by the pairs accepted so far (every
+  // 65,536 pairs and at the end), for a live pairs/s. Display only: the
+  // result's `pairs` is the truth (a refused file's pairs count there as 0).
+  std::atomic<uint64_t>* pairs_progress = nullptr;
 };
 
 // Reads one file into `out` (same shard_bits as the load). `bytes_done` is
