@@ -11,6 +11,9 @@
 //                     per-tag bitmaps for audiences)
 //   --ndjson FILE --events N   N random events for `tagctl stream`, ts in
 //                     [--ts-min, --ts-max]
+//   --redis-events FILE  the same events as Redis commands: SADD/SREM on the
+//                     user's set plus SETBIT 1/0 on the tag's bitmap (Redis
+//                     applies them in arrival order: it has no merge rules)
 // Prints the pair count and per-tag densities' range on stderr.
 #include <roaring/roaring.hh>
 
@@ -35,7 +38,7 @@ struct Args {
   double zipf_s = 0.6;
   double max_density = 0.5;
   uint64_t seed = 42;
-  std::string csv, roaring_dir, redis, ndjson;
+  std::string csv, roaring_dir, redis, ndjson, redis_events;
   uint64_t events = 0;
   uint64_t ts_min = 1'700'000'000'000, ts_max = 1'700'000'100'000;
 };
@@ -44,7 +47,7 @@ struct Args {
   std::fprintf(stderr,
                "ingest_gen: %s\nusage: ingest_gen [--users N] [--tags T] [--zipf-s S] "
                "[--max-density D] [--seed X] [--csv FILE] [--roaring DIR] [--redis FILE] "
-               "[--ndjson FILE --events N [--ts-min A --ts-max B]]\n",
+               "[--ndjson FILE] [--redis-events FILE] [--events N [--ts-min A --ts-max B]]\n",
                why);
   std::exit(2);
 }
@@ -73,6 +76,8 @@ Args Parse(int argc, char** argv) {
       a.redis = v;
     } else if (k == "--ndjson") {
       a.ndjson = v;
+    } else if (k == "--redis-events") {
+      a.redis_events = v;
     } else if (k == "--events") {
       a.events = std::strtoull(v, nullptr, 10);
     } else if (k == "--ts-min") {
@@ -195,21 +200,36 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "roaring: %d files, %llu bytes\n", a.tags,
                  static_cast<unsigned long long>(bytes));
   }
-  if (!a.ndjson.empty()) {
-    Out nd(a.ndjson);
+  if (!a.ndjson.empty() || !a.redis_events.empty()) {
+    Out nd(a.ndjson), re(a.redis_events);
     SplitMix64 erng(a.seed + 1);
     const uint64_t span = a.ts_max - a.ts_min + 1;
     for (uint64_t i = 0; i < a.events; ++i) {
       const uint64_t u = erng.Below(a.users);
       const int t = static_cast<int>(erng.Below(static_cast<uint64_t>(a.tags)));
       const bool set = erng.Below(4) != 0;
-      nd.Put("{\"user\":");
-      nd.PutNum(u);
-      nd.Put(",\"tag\":\"");
-      nd.Put(names[t]);
-      nd.Put(set ? "\",\"op\":\"set\",\"ts\":" : "\",\"op\":\"clear\",\"ts\":");
-      nd.PutNum(a.ts_min + erng.Below(span));
-      nd.Put("}\n");
+      const uint64_t ts = a.ts_min + erng.Below(span);
+      if (nd) {
+        nd.Put("{\"user\":");
+        nd.PutNum(u);
+        nd.Put(",\"tag\":\"");
+        nd.Put(names[t]);
+        nd.Put(set ? "\",\"op\":\"set\",\"ts\":" : "\",\"op\":\"clear\",\"ts\":");
+        nd.PutNum(ts);
+        nd.Put("}\n");
+      }
+      if (re) {
+        const std::string id = std::to_string(u);
+        re.Put("*3\r\n", 4);
+        re.Bulk(set ? "SADD" : "SREM", 4);
+        re.Bulk("user:" + id);
+        re.Bulk(names[t]);
+        re.Put("*4\r\n", 4);
+        re.Bulk("SETBIT", 6);
+        re.Bulk("tag:" + names[t]);
+        re.Bulk(id);
+        re.Bulk(set ? "1" : "0", 1);
+      }
     }
   }
   std::fprintf(stderr, "pairs: %llu over %llu users and %d tags (densities %.4f .. %.6f)\n",
