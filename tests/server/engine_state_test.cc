@@ -6,6 +6,7 @@
 // (StateDigest equal, and the same answers to every later write and query).
 
 #include <gtest/gtest.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <chrono>
@@ -881,6 +882,24 @@ TEST(EngineStateTest, ABulkSnapshotDropsTheIndexAndTheIndexThreadRebuildsIt) {
   EXPECT_EQ(TagsOf(engine, U(3, 1)), (TagMap{{"bulk", 12}}));
   EXPECT_EQ(TagsOf(engine, U(3, 7)), (TagMap{{"small", 11}}));
   EXPECT_TRUE(TagsOf(engine, U(3, 199)).empty());
+}
+
+TEST(EngineStateTest, BaseDigestIsXxh3OfTheSortedMembersAsLittleEndianU32) {
+  // Array, bitset and run containers, and values in several containers.
+  std::vector<uint32_t> offsets;
+  for (uint32_t o = 0; o < 300; o += 7) offsets.push_back(o);          // array
+  for (uint32_t o = 65536; o < 65536 + 9000; o += 2) offsets.push_back(o);  // bitset
+  for (uint32_t o = 200000; o < 230000; ++o) offsets.push_back(o);     // run
+  Engine engine(TestOptions(18, 1));
+  Roaring members;
+  for (uint32_t o : offsets) members.add(o);
+  members.runOptimize();
+  ASSERT_TRUE(engine.ApplySnapshot("t", 5, 0, members).ok());
+  const ShardState state = engine.ExportShard(0);
+  ASSERT_EQ(state.columns.size(), 1u);
+  // The definition, computed independently (x86-64 is little-endian).
+  EXPECT_EQ(state.columns[0].base_digest,
+            XXH3_64bits(offsets.data(), offsets.size() * sizeof(uint32_t)));
 }
 
 }  // namespace

@@ -61,9 +61,11 @@ struct EngineOptions {
   // the shard's bitmaps meanwhile, and a background thread rebuilds the
   // index once no such write has touched the shard for
   // `index_rebuild_delay`. 0 makes every change of a shard's members drop
-  // its index (tests). Default: 4,096 and 20 ms.
+  // its index (tests). Default: 4,096 and 500 ms (a loader sends a shard
+  // one part per tag, tens of ms apart: the index stays dropped until the
+  // load is over instead of being rebuilt between tags).
   uint64_t index_rebuild_min_changes = 4096;
-  std::chrono::milliseconds index_rebuild_delay{20};
+  std::chrono::milliseconds index_rebuild_delay{500};
 };
 
 struct ApplyEventsResult {
