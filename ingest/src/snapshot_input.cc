@@ -175,6 +175,21 @@ class ErrorLog {
   FileReadResult* result_;
 };
 
+// The hot path of both text formats: the leading digits of a line, at most
+// 19 of them (they cannot overflow a u64). Returns where they end (== p:
+// none); anything longer or odd takes the full parser.
+inline const char* ScanShortId(const char* p, const char* end, uint64_t* user) {
+  const char* digits_end = p + std::min<ptrdiff_t>(end - p, 19);
+  const char* q = p;
+  uint64_t v = 0;
+  while (q < digits_end && static_cast<unsigned char>(*q - '0') < 10) {
+    v = v * 10 + static_cast<uint64_t>(*q - '0');
+    ++q;
+  }
+  *user = v;
+  return q;
+}
+
 // Publishes the pairs accepted so far in steps of 65,536 (ReadLimits::pairs_progress).
 class PairProgress {
  public:
@@ -206,13 +221,8 @@ Status ReadPairs(LineReader& lines, char delimiter, SnapshotSet& set, ErrorLog& 
     // Hot path: up to 19 digits (they cannot overflow), the delimiter, a tag.
     const char* p = line.data();
     const char* end = p + line.size();
-    const char* digits_end = p + std::min<size_t>(line.size(), 19);
-    const char* q = p;
     uint64_t user = 0;
-    while (q < digits_end && static_cast<unsigned char>(*q - '0') < 10) {
-      user = user * 10 + static_cast<uint64_t>(*q - '0');
-      ++q;
-    }
+    const char* q = ScanShortId(p, end, &user);
     if (q != p && q != end && *q == delimiter) {
       const std::string_view tag(q + 1, static_cast<size_t>(end - q - 1));
       if (tag == last_tag || IsValidTagName(tag)) {
@@ -271,13 +281,8 @@ Status ReadIdList(LineReader& lines, const std::string& tag, SnapshotSet& set, E
     const std::string_view line = *next;
     const char* p = line.data();
     const char* end = p + line.size();
-    const char* digits_end = p + std::min<size_t>(line.size(), 19);
-    const char* q = p;
     uint64_t user = 0;
-    while (q < digits_end && static_cast<unsigned char>(*q - '0') < 10) {
-      user = user * 10 + static_cast<uint64_t>(*q - '0');
-      ++q;
-    }
+    const char* q = ScanShortId(p, end, &user);
     if (q != p && q == end) {
       set.Add(tag, user);
       ++pairs;
