@@ -57,6 +57,34 @@ struct ShardBitmap {
   bitmap @2 :Data;        # Roaring portable serialization of the shard's offsets
 }
 
+# One member of the cluster map: a stable id chosen by the operator and the
+# address clients and peers reach it at.
+struct ClusterNode {
+  id @0 :Text;
+  address @1 :Text;       # "host:port"
+}
+
+# The cluster map (docs/CLUSTER.md). Shards are placed on a consistent-hash
+# ring of `nodes`, `vnodes` points each; a shard belongs to the first
+# `replicas` distinct nodes clockwise from its hash. While a move is in
+# progress `moving` is true and `fromNodes` is the ring shards move away
+# from: writes go to the owners in either ring, reads to the owners in
+# `fromNodes`. Epoch 0 means "no map": a standalone node owning every shard.
+struct ClusterMap {
+  epoch @0 :UInt64;
+  shardBits @1 :UInt8;
+  replicas @2 :UInt8;
+  vnodes @3 :UInt16;
+  nodes @4 :List(ClusterNode);
+  moving @5 :Bool;
+  fromNodes @6 :List(ClusterNode);
+}
+
+struct ShardDigest {
+  shard @0 :UInt64;
+  digest @1 :UInt64;      # XXH3-64 of the shard's logical state (Engine::ShardDigest)
+}
+
 struct Request {
   id @0 :UInt64;          # echoed in the response; chosen by the client
   union {
@@ -74,7 +102,20 @@ struct Request {
     commitSnapshot @12 :CommitSnapshot;
     stats @13 :Void;
     checkpoint @14 :Void;   # admin: write a checkpoint now (a node with a data directory)
+    getClusterMap @17 :Void;
+    setClusterMap @18 :SetClusterMap;   # admin
+    shardDigests @19 :Void;             # admin: every shard this node holds, with its digest
+    exportShard @20 :ExportShard;       # admin: one shard's state, for repair and moves
+    mergeShard @21 :MergeShard;         # admin: merge a state exported by a peer (logged)
   }
+  # The epoch of the cluster map the client routed this request with; 0: a
+  # client that does not route by a map. A node whose map is newer answers
+  # keyed requests and audience queries with WRONG_NODE (and its epoch).
+  epoch @15 :UInt64;
+  # Audience queries only: node ids the client treats as down. A node
+  # evaluates exactly the shards for which it is the first read owner not
+  # in this list, so that every shard is counted once across the cluster.
+  down @16 :List(Text);
 
   struct Hello {
     version @0 :UInt16;   # protocol version the client speaks
@@ -107,6 +148,7 @@ struct Request {
   struct TopTags {
     expr @0 :Text;
     k @1 :UInt32;
+    all @2 :Bool;         # every tag with a non-zero count, ignoring k (a client merging nodes)
   }
   struct ApplyEvents {
     events @0 :List(Event);
@@ -121,6 +163,16 @@ struct Request {
     tag @0 :Text;
     ts @1 :UInt64;
     shards @2 :List(UInt64);  # the shards this snapshot carried members for
+  }
+  struct SetClusterMap {
+    map @0 :ClusterMap;
+    nodeId @1 :Text;      # the receiving node's id in the map
+  }
+  struct ExportShard {
+    shard @0 :UInt64;
+  }
+  struct MergeShard {
+    state @0 :Data;       # as exportShard returned it (storage/state_transfer.h)
   }
 }
 
@@ -143,6 +195,18 @@ struct Response {
     commitSnapshot @14 :CommitSnapshotReply;
     stats @15 :StatsReply;
     checkpoint @16 :CheckpointReply;
+    clusterMap @18 :ClusterMapReply;
+    shardDigests @19 :List(ShardDigest);
+    exportShard @20 :Data;
+    mergeShard @21 :Void;
+  }
+  # The node's map epoch (0: none). Set on every response; a client that
+  # sees a newer epoch than its own refreshes its map.
+  epoch @17 :UInt64;
+
+  struct ClusterMapReply {
+    map @0 :ClusterMap;   # epoch 0: the node has no map (standalone)
+    nodeId @1 :Text;      # this node's id in the map; empty when standalone
   }
 
   struct HelloReply {
