@@ -7,6 +7,7 @@
 
 #include "tagcache/protocol/codec.h"
 #include "tagcache/protocol/tag_hits.h"
+#include "tagcache/cluster/map_codec.h"
 #include "tagcache/protocol/frame.h"
 
 namespace tagcache::client {
@@ -24,10 +25,16 @@ std::vector<uint8_t> Finish(capnp::MessageBuilder& message) {
 
 // Builds a request with `id` and lets `fill` set its union member.
 template <typename Fill>
-std::vector<uint8_t> Encode(uint64_t id, Fill fill, uint32_t first_segment_words = 1024) {
+std::vector<uint8_t> Encode(uint64_t id, const Envelope& env, Fill fill,
+                            uint32_t first_segment_words = 1024) {
   capnp::MallocMessageBuilder message(first_segment_words);
   auto request = message.initRoot<wire::Request>();
   request.setId(id);
+  request.setEpoch(env.epoch);
+  if (!env.down.empty()) {
+    auto down = request.initDown(static_cast<unsigned>(env.down.size()));
+    for (unsigned i = 0; i < env.down.size(); ++i) down.set(i, AsText(env.down[i]));
+  }
   fill(request);
   return Finish(message);
 }
@@ -62,27 +69,27 @@ std::vector<TagHit> ReadHits(wire::TagHits::Reader hits) {
 }  // namespace
 
 std::vector<uint8_t> EncodeHello(uint64_t id, const std::string& client_name) {
-  return Encode(id, [&](wire::Request::Builder r) {
+  return Encode(id, Envelope{}, [&](wire::Request::Builder r) {
     auto hello = r.initHello();
     hello.setVersion(protocol::kProtocolVersion);
     hello.setClient(AsText(client_name));
   });
 }
 
-std::vector<uint8_t> EncodePing(uint64_t id) {
-  return Encode(id, [](wire::Request::Builder r) { r.setPing(); });
+std::vector<uint8_t> EncodePing(uint64_t id, const Envelope& env) {
+  return Encode(id, env, [](wire::Request::Builder r) { r.setPing(); });
 }
 
-std::vector<uint8_t> EncodeGetTags(uint64_t id, UserId user, bool with_ts) {
-  return Encode(id, [&](wire::Request::Builder r) {
+std::vector<uint8_t> EncodeGetTags(uint64_t id, const Envelope& env, UserId user, bool with_ts) {
+  return Encode(id, env, [&](wire::Request::Builder r) {
     auto get = r.initGetTags();
     get.setUser(user);
     get.setWithTs(with_ts);
   });
 }
 
-std::vector<uint8_t> EncodeHasTags(uint64_t id, UserId user, const std::vector<std::string>& tags) {
-  return Encode(id, [&](wire::Request::Builder r) {
+std::vector<uint8_t> EncodeHasTags(uint64_t id, const Envelope& env, UserId user, const std::vector<std::string>& tags) {
+  return Encode(id, env, [&](wire::Request::Builder r) {
     auto has = r.initHasTags();
     has.setUser(user);
     auto list = has.initTags(static_cast<unsigned>(tags.size()));
@@ -90,11 +97,11 @@ std::vector<uint8_t> EncodeHasTags(uint64_t id, UserId user, const std::vector<s
   });
 }
 
-std::vector<uint8_t> EncodeGetTagsBatch(uint64_t id, const std::vector<UserId>& users,
+std::vector<uint8_t> EncodeGetTagsBatch(uint64_t id, const Envelope& env, const std::vector<UserId>& users,
                                         bool with_ts) {
   const auto words = static_cast<uint32_t>(users.size() + 64);
   return Encode(
-      id,
+      id, env,
       [&](wire::Request::Builder r) {
         auto batch = r.initGetTagsBatch();
         batch.setWithTs(with_ts);
@@ -104,13 +111,13 @@ std::vector<uint8_t> EncodeGetTagsBatch(uint64_t id, const std::vector<UserId>& 
       words);
 }
 
-std::vector<uint8_t> EncodeCount(uint64_t id, const std::string& expr) {
-  return Encode(id, [&](wire::Request::Builder r) { r.initCount().setExpr(AsText(expr)); });
+std::vector<uint8_t> EncodeCount(uint64_t id, const Envelope& env, const std::string& expr) {
+  return Encode(id, env, [&](wire::Request::Builder r) { r.initCount().setExpr(AsText(expr)); });
 }
 
-std::vector<uint8_t> EncodeAudience(uint64_t id, const std::string& expr, UserId cursor,
+std::vector<uint8_t> EncodeAudience(uint64_t id, const Envelope& env, const std::string& expr, UserId cursor,
                                     uint32_t limit) {
-  return Encode(id, [&](wire::Request::Builder r) {
+  return Encode(id, env, [&](wire::Request::Builder r) {
     auto audience = r.initAudience();
     audience.setExpr(AsText(expr));
     audience.setCursor(cursor);
@@ -118,25 +125,27 @@ std::vector<uint8_t> EncodeAudience(uint64_t id, const std::string& expr, UserId
   });
 }
 
-std::vector<uint8_t> EncodeAudienceBitmaps(uint64_t id, const std::string& expr) {
-  return Encode(id,
+std::vector<uint8_t> EncodeAudienceBitmaps(uint64_t id, const Envelope& env, const std::string& expr) {
+  return Encode(id, env,
                 [&](wire::Request::Builder r) { r.initAudienceBitmaps().setExpr(AsText(expr)); });
 }
 
-std::vector<uint8_t> EncodeTopTags(uint64_t id, const std::string& expr, uint32_t k) {
-  return Encode(id, [&](wire::Request::Builder r) {
+std::vector<uint8_t> EncodeTopTags(uint64_t id, const Envelope& env, const std::string& expr,
+                                   uint32_t k, bool all) {
+  return Encode(id, env, [&](wire::Request::Builder r) {
     auto top = r.initTopTags();
     top.setExpr(AsText(expr));
     top.setK(k);
+    top.setAll(all);
   });
 }
 
-std::vector<uint8_t> EncodeApplyEvents(uint64_t id, const std::vector<Event>& events) {
+std::vector<uint8_t> EncodeApplyEvents(uint64_t id, const Envelope& env, const std::vector<Event>& events) {
   size_t text_words = 0;
   for (const Event& e : events) text_words += e.tag.size() / 8 + 2;
   const auto words = static_cast<uint32_t>(events.size() * 4 + text_words + 64);
   return Encode(
-      id,
+      id, env,
       [&](wire::Request::Builder r) {
         auto list = r.initApplyEvents().initEvents(static_cast<unsigned>(events.size()));
         for (size_t i = 0; i < events.size(); ++i) {
@@ -150,12 +159,12 @@ std::vector<uint8_t> EncodeApplyEvents(uint64_t id, const std::vector<Event>& ev
       words);
 }
 
-std::vector<uint8_t> EncodeLoadSnapshot(uint64_t id, const std::string& tag, Timestamp ts,
+std::vector<uint8_t> EncodeLoadSnapshot(uint64_t id, const Envelope& env, const std::string& tag, Timestamp ts,
                                         uint64_t shard, const std::string& portable_bitmap) {
   // One segment for the whole bitmap: no copy when the first segment overflows.
   const auto words = static_cast<uint32_t>(portable_bitmap.size() / 8 + tag.size() / 8 + 64);
   return Encode(
-      id,
+      id, env,
       [&](wire::Request::Builder r) {
         auto load = r.initLoadSnapshot();
         load.setTag(AsText(tag));
@@ -167,10 +176,10 @@ std::vector<uint8_t> EncodeLoadSnapshot(uint64_t id, const std::string& tag, Tim
       words);
 }
 
-std::vector<uint8_t> EncodeCommitSnapshot(uint64_t id, const std::string& tag, Timestamp ts,
+std::vector<uint8_t> EncodeCommitSnapshot(uint64_t id, const Envelope& env, const std::string& tag, Timestamp ts,
                                           const std::vector<uint64_t>& shards) {
   return Encode(
-      id,
+      id, env,
       [&](wire::Request::Builder r) {
         auto commit = r.initCommitSnapshot();
         commit.setTag(AsText(tag));
@@ -181,12 +190,52 @@ std::vector<uint8_t> EncodeCommitSnapshot(uint64_t id, const std::string& tag, T
       static_cast<uint32_t>(shards.size() + 64));
 }
 
-std::vector<uint8_t> EncodeStats(uint64_t id) {
-  return Encode(id, [](wire::Request::Builder r) { r.setStats(); });
+std::vector<uint8_t> EncodeStats(uint64_t id, const Envelope& env) {
+  return Encode(id, env, [](wire::Request::Builder r) { r.setStats(); });
 }
 
-std::vector<uint8_t> EncodeCheckpoint(uint64_t id) {
-  return Encode(id, [](wire::Request::Builder r) { r.setCheckpoint(); });
+std::vector<uint8_t> EncodeCheckpoint(uint64_t id, const Envelope& env) {
+  return Encode(id, env, [](wire::Request::Builder r) { r.setCheckpoint(); });
+}
+
+std::vector<uint8_t> EncodeGetClusterMap(uint64_t id, const Envelope& env) {
+  return Encode(id, env, [](wire::Request::Builder r) { r.setGetClusterMap(); });
+}
+
+std::vector<uint8_t> EncodeSetClusterMap(uint64_t id, const Envelope& env,
+                                         const cluster::ClusterMap& map,
+                                         const std::string& node_id) {
+  return Encode(id, env, [&](wire::Request::Builder r) {
+    auto set = r.initSetClusterMap();
+    cluster::WriteMap(map, set.initMap());
+    set.setNodeId(AsText(node_id));
+  });
+}
+
+std::vector<uint8_t> EncodeShardDigests(uint64_t id, const Envelope& env) {
+  return Encode(id, env, [](wire::Request::Builder r) { r.setShardDigests(); });
+}
+
+std::vector<uint8_t> EncodeExportShard(uint64_t id, const Envelope& env, uint64_t shard) {
+  return Encode(id, env, [&](wire::Request::Builder r) { r.initExportShard().setShard(shard); });
+}
+
+std::vector<uint8_t> EncodeMergeShard(uint64_t id, const Envelope& env, const std::string& state) {
+  return Encode(
+      id, env,
+      [&](wire::Request::Builder r) {
+        r.initMergeShard().setState(capnp::Data::Reader(
+            reinterpret_cast<const kj::byte*>(state.data()), state.size()));
+      },
+      static_cast<uint32_t>(state.size() / 8 + 64));
+}
+
+uint64_t ResponseEpoch(const wire::Response::Reader& response) {
+  try {
+    return response.getEpoch();
+  } catch (const kj::Exception&) {
+    return 0;
+  }
 }
 
 Status ResponseStatus(const wire::Response::Reader& response) {
@@ -390,6 +439,49 @@ Result<NodeCheckpoint> DecodeCheckpoint(const wire::Response::Reader& response) 
     out.segments_removed = reply.getSegmentsRemoved();
     return out;
   });
+}
+
+Result<NodeMap> DecodeClusterMap(const wire::Response::Reader& response) {
+  return Decode<NodeMap>(response, wire::Response::CLUSTER_MAP, "getClusterMap",
+                         [&]() -> Result<NodeMap> {
+                           auto reply = response.getClusterMap();
+                           Result<cluster::ClusterMap> map = cluster::ReadMap(reply.getMap());
+                           if (!map.ok()) {
+                             return Status::IoError("the node sent an invalid cluster map: " +
+                                                    map.status().message());
+                           }
+                           return NodeMap{std::move(*map), ToString(reply.getNodeId())};
+                         });
+}
+
+Result<std::vector<ShardDigest>> DecodeShardDigests(const wire::Response::Reader& response) {
+  return Decode<std::vector<ShardDigest>>(
+      response, wire::Response::SHARD_DIGESTS, "shardDigests", [&] {
+        std::vector<ShardDigest> out;
+        auto list = response.getShardDigests();
+        out.reserve(list.size());
+        for (auto d : list) out.push_back(ShardDigest{d.getShard(), d.getDigest()});
+        return out;
+      });
+}
+
+Result<std::string> DecodeExportShard(const wire::Response::Reader& response) {
+  return Decode<std::string>(response, wire::Response::EXPORT_SHARD, "exportShard", [&] {
+    auto data = response.getExportShard();
+    return std::string(reinterpret_cast<const char*>(data.begin()), data.size());
+  });
+}
+
+Status DecodeMergeShard(const wire::Response::Reader& response) {
+  Result<bool> r = Decode<bool>(response, wire::Response::MERGE_SHARD, "mergeShard",
+                                [] { return true; });
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+Status DecodeSetClusterMap(const wire::Response::Reader& response) {
+  Result<bool> r = Decode<bool>(response, wire::Response::NONE, "setClusterMap",
+                                [] { return true; });
+  return r.ok() ? Status::Ok() : r.status();
 }
 
 }  // namespace tagcache::client

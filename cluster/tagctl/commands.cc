@@ -136,6 +136,7 @@ Result<Report> Execute(const Invocation& inv) {
     }
     case Command::kLoad:
     case Command::kStream:
+    case Command::kCluster:
       break;  // main.cc runs these through RunLoad / RunStream
   }
   return Status::Internal("unknown command");

@@ -15,5 +15,6 @@ Result<Report> Execute(const Invocation& invocation);
 // return the process exit code (0 success, 1 failure; docs/CLI.md).
 int RunLoad(const Invocation& invocation);    // load_command.cc
 int RunStream(const Invocation& invocation);  // stream_command.cc
+int RunCluster(const Invocation& invocation);  // cluster_command.cc
 
 }  // namespace tagcache::tagctl

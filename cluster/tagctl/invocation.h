@@ -23,6 +23,7 @@ enum class Command {
   kPing,
   kLoad,    // bulk snapshot load (load_command.cc)
   kStream,  // NDJSON events from stdin (stream_command.cc)
+  kCluster,  // cluster map life cycle (cluster_command.cc)
 };
 
 enum class AudienceFormat { kIds, kRoaring };
@@ -63,6 +64,14 @@ struct Invocation {
   int64_t retry_for_s = 60;
   bool strict = false;
   double report_interval_s = 5;  // throughput line on stderr; 0: none
+
+  // cluster
+  std::string cluster_action;  // init, show, add-node, remove-node, rebalance, repair
+  std::vector<std::string> cluster_nodes;  // init: ID=HOST:PORT
+  std::string node_spec;       // add-node: ID=HOST:PORT; remove-node: ID
+  int replicas = 1;
+  int shard_bits = 0;  // 0: the nodes' own
+  int vnodes = 128;
 };
 
 }  // namespace tagcache::tagctl

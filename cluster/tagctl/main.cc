@@ -154,6 +154,35 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 86400.0));
   stream->callback([&] { inv.command = Command::kStream; });
 
+  auto* cluster = app.add_subcommand("cluster", "The cluster map: init, show, add/remove nodes, repair");
+  cluster->require_subcommand(1);
+  auto* init = cluster->add_subcommand("init", "Make the listed nodes one cluster (epoch 1)");
+  init->add_option("--nodes", inv.cluster_nodes, "ID=HOST:PORT,... every node")
+      ->required()
+      ->delimiter(',');
+  init->add_option("--replicas", inv.replicas, "Copies of every shard")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 8));
+  init->add_option("--shard-bits", inv.shard_bits, "log2 users per shard (default: the nodes')")
+      ->check(CLI::Range(8, 26));
+  init->add_option("--vnodes", inv.vnodes, "Ring points per node")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  auto* add_node = cluster->add_subcommand("add-node", "Add a node and move its shards to it");
+  add_node->add_option("NODE", inv.node_spec, "ID=HOST:PORT")->required();
+  auto* remove_node =
+      cluster->add_subcommand("remove-node", "Move a node's shards away and drop it from the map");
+  remove_node->add_option("ID", inv.node_spec, "Node id")->required();
+  auto* show_cmd = cluster->add_subcommand("show", "Map, nodes, health, shards and memory");
+  auto* rebalance = cluster->add_subcommand("rebalance", "Finish an interrupted move");
+  auto* repair = cluster->add_subcommand("repair", "Merge differing replicas of every shard");
+  for (auto* sub : {init, add_node, remove_node, show_cmd, rebalance, repair}) {
+    sub->callback([&inv, sub] {
+      inv.command = Command::kCluster;
+      inv.cluster_action = sub->get_name();
+    });
+  }
+
   try {
     app.parse(argc, argv);
     if (inv.command == Command::kLoad) {
@@ -196,6 +225,7 @@ int main(int argc, char** argv) {
 
   if (inv.command == Command::kLoad) return tagcache::tagctl::RunLoad(inv);
   if (inv.command == Command::kStream) return tagcache::tagctl::RunStream(inv);
+  if (inv.command == Command::kCluster) return tagcache::tagctl::RunCluster(inv);
 
   auto report = tagcache::tagctl::Execute(inv);
   if (!report.ok()) {

@@ -69,6 +69,30 @@ uint64_t DigestOf(const Roaring& members) {
   return digest;
 }
 
+// The state digests' stream: fixed-width integers, length-prefixed strings
+// and bitmaps.
+class Hasher {
+ public:
+  Hasher() : state_(XXH3_createState()) { XXH3_64bits_reset(state_); }
+  ~Hasher() { XXH3_freeState(state_); }
+  Hasher(const Hasher&) = delete;
+  Hasher& operator=(const Hasher&) = delete;
+
+  void U64(uint64_t v) { XXH3_64bits_update(state_, &v, sizeof(v)); }
+  void Str(std::string_view s) {
+    U64(s.size());
+    XXH3_64bits_update(state_, s.data(), s.size());
+  }
+  void Members(const Roaring& r) {
+    U64(r.cardinality());
+    HashMembers(state_, r);
+  }
+  uint64_t Digest() const { return XXH3_64bits_digest(state_); }
+
+ private:
+  XXH3_state_t* state_;
+};
+
 // Rule 4 for one tag: the shard's floor is the newest commit that did not
 // name it, and a shard's column starts "empty as of" its floor. Stored as
 // the newest commit's ts plus the exceptions: the shards every commit at
@@ -162,6 +186,16 @@ class Engine::Impl {
   }
 
   void SetFutureCheck(bool enabled) { future_check_.store(enabled, std::memory_order_relaxed); }
+  void SetUnknownTagsEmpty(bool empty) { unknown_empty_.store(empty, std::memory_order_relaxed); }
+
+  // A tag id no shard has a column for: evaluates as the empty set.
+  static constexpr uint32_t kAbsentTag = UINT32_MAX;
+
+  std::optional<uint32_t> ResolveTag(std::string_view name) const {
+    std::optional<uint32_t> id = FindTag(name);
+    if (!id && unknown_empty_.load(std::memory_order_relaxed)) return kAbsentTag;
+    return id;
+  }
 
   // The largest ts a write may carry now (max_future_ms ahead of the clock).
   Timestamp NewestAllowedTs() const {
@@ -244,26 +278,48 @@ class Engine::Impl {
 
   // ---- Shards ----------------------------------------------------------------
 
-  Shard* FindShard(uint64_t id) const {
+  // Shards are shared: DropShard unlinks one while readers and writers may
+  // still hold it, and it lives until the last of them lets go.
+  std::shared_ptr<Shard> FindShard(uint64_t id) const {
     std::shared_lock lock(shards_mu_);
     auto it = shards_.find(id);
-    return it == shards_.end() ? nullptr : it->second.get();
+    return it == shards_.end() ? nullptr : it->second;
   }
 
-  Shard& GetOrCreateShard(uint64_t id) {
-    if (Shard* s = FindShard(id)) return *s;
+  std::shared_ptr<Shard> GetOrCreateShard(uint64_t id) {
+    if (std::shared_ptr<Shard> s = FindShard(id)) return s;
     std::unique_lock lock(shards_mu_);
     auto& slot = shards_[id];
-    if (!slot) slot = std::make_unique<Shard>(id);
-    return *slot;
+    if (!slot) slot = std::make_shared<Shard>(id);
+    return slot;
   }
 
-  std::vector<Shard*> AllShards() const {
+  // The shard to write to, locked exclusively into `lock`. A shard dropped
+  // between the lookup and the lock is empty and unlinked: the write goes to
+  // the shard's new incarnation instead of vanishing with the old one.
+  std::shared_ptr<Shard> LockShardForWrite(uint64_t id, std::unique_lock<std::shared_mutex>& lock) {
+    for (;;) {
+      std::shared_ptr<Shard> shard = GetOrCreateShard(id);
+      lock = std::unique_lock(shard->mu);
+      if (FindShard(id) == shard) return shard;  // shard mu, then shards_mu_: the lock order
+      lock.unlock();
+    }
+  }
+
+  std::vector<std::shared_ptr<Shard>> AllShards() const {
     std::shared_lock lock(shards_mu_);
-    std::vector<Shard*> out;
+    std::vector<std::shared_ptr<Shard>> out;
     out.reserve(shards_.size());
-    for (const auto& [id, shard] : shards_) out.push_back(shard.get());
+    for (const auto& [id, shard] : shards_) out.push_back(shard);
     return out;
+  }
+
+  // The shards an audience query evaluates, ascending. The filter is called
+  // outside shards_mu_ (it is the caller's code) and not at all when empty.
+  std::vector<std::shared_ptr<Shard>> SelectShards(const ShardFilter& filter) const {
+    std::vector<std::shared_ptr<Shard>> shards = AllShards();
+    if (filter) std::erase_if(shards, [&](const auto& s) { return !filter(s->id); });
+    return shards;
   }
 
   // REQUIRES: shard.mu held exclusively.
@@ -344,8 +400,9 @@ class Engine::Impl {
     const uint32_t mask = static_cast<uint32_t>((uint64_t{1} << shard_bits_) - 1);
     ApplyEventsResult result;
     for (size_t i = 0; i < items.size();) {
-      Shard& shard = GetOrCreateShard(items[i].shard);
-      std::unique_lock lock(shard.mu);
+      std::unique_lock<std::shared_mutex> lock;
+      std::shared_ptr<Shard> shard_ref = LockShardForWrite(items[i].shard, lock);
+      Shard& shard = *shard_ref;
       size_t end = i;
       while (end < items.size() && items[end].shard == shard.id) ++end;
       // Random users make every write a chain of dependent cache misses: the
@@ -481,9 +538,9 @@ class Engine::Impl {
     if (!s.ok()) return s;
     uint32_t tag_id = GetOrCreateTag(tag);
     uint64_t digest = DigestOf(offsets);
-    Shard& shard = GetOrCreateShard(shard_id);
-    std::unique_lock lock(shard.mu);
-    return ApplySnapshotLocked(shard, tag_id, ts, offsets, digest);
+    std::unique_lock<std::shared_mutex> lock;
+    std::shared_ptr<Shard> shard = LockShardForWrite(shard_id, lock);
+    return ApplySnapshotLocked(*shard, tag_id, ts, offsets, digest);
   }
 
   Result<CommitOutcome> CommitSnapshot(std::string_view tag, Timestamp ts,
@@ -498,7 +555,7 @@ class Engine::Impl {
     CommitOutcome outcome;
     // A named shard counts as received once its base is at least this snapshot.
     for (uint64_t id : named) {
-      Shard* shard = FindShard(id);
+      std::shared_ptr<Shard> shard = FindShard(id);
       bool received = false;
       if (shard) {
         std::shared_lock lock(shard->mu);
@@ -535,7 +592,7 @@ class Engine::Impl {
       }
     }
     Roaring empty;
-    for (Shard* shard : AllShards()) {
+    for (const std::shared_ptr<Shard>& shard : AllShards()) {
       if (std::binary_search(named.begin(), named.end(), shard->id)) continue;
       std::unique_lock lock(shard->mu);
       if (!shard->Column(tag_id)) continue;  // the floor covers it when state appears
@@ -589,7 +646,7 @@ class Engine::Impl {
 
   std::vector<TagHit> GetTags(UserId user, bool with_ts) const {
     std::vector<TagHit> hits;
-    const Shard* shard = FindShard(user >> shard_bits_);
+    std::shared_ptr<const Shard> shard = FindShard(user >> shard_bits_);
     if (!shard) return hits;
     uint32_t offset = static_cast<uint32_t>(user & ((uint64_t{1} << shard_bits_) - 1));
     std::shared_lock lock(shard->mu);
@@ -613,7 +670,7 @@ class Engine::Impl {
     std::vector<uint32_t> ids;
     std::string unknown;
     for (std::string_view t : tags) {
-      auto id = FindTag(t);
+      auto id = ResolveTag(t);
       if (!id) {
         unknown += (unknown.empty() ? "" : ", ") + Quoted(t);
         continue;
@@ -622,7 +679,7 @@ class Engine::Impl {
     }
     if (!unknown.empty()) return Status::UnknownTag("unknown tag(s): " + unknown);
     std::vector<bool> out(ids.size(), false);
-    const Shard* shard = FindShard(user >> shard_bits_);
+    std::shared_ptr<const Shard> shard = FindShard(user >> shard_bits_);
     if (!shard) return out;
     uint32_t offset = static_cast<uint32_t>(user & ((uint64_t{1} << shard_bits_) - 1));
     std::shared_lock lock(shard->mu);
@@ -638,13 +695,13 @@ class Engine::Impl {
   Result<internal::Plan> Compile(std::string_view text) const {
     Result<Expr> expr = ParseExpr(text);
     if (!expr.ok()) return expr.status();
-    return internal::CompilePlan(*expr, [this](std::string_view name) { return FindTag(name); });
+    return internal::CompilePlan(*expr, [this](std::string_view name) { return ResolveTag(name); });
   }
 
-  Result<uint64_t> Count(std::string_view text) const {
+  Result<uint64_t> Count(std::string_view text, const ShardFilter& filter) const {
     Result<internal::Plan> plan = Compile(text);
     if (!plan.ok()) return plan.status();
-    std::vector<Shard*> shards = AllShards();
+    std::vector<std::shared_ptr<Shard>> shards = SelectShards(filter);
     std::vector<std::unique_ptr<internal::Evaluator>> lanes(pool_.parallelism());
     std::vector<uint64_t> partial(shards.size(), 0);
     pool_.ParallelFor(shards.size(), [&](size_t i, int lane) {
@@ -657,7 +714,8 @@ class Engine::Impl {
     return total;
   }
 
-  Result<AudiencePage> Audience(std::string_view text, UserId cursor, size_t limit) const {
+  Result<AudiencePage> Audience(std::string_view text, UserId cursor, size_t limit,
+                                const ShardFilter& filter) const {
     if (limit == 0) return Status::BadRequest("audience page limit must be at least 1");
     Result<internal::Plan> plan = Compile(text);
     if (!plan.ok()) return plan.status();
@@ -665,7 +723,7 @@ class Engine::Impl {
     AudiencePage page;
     const uint64_t first_shard = cursor >> shard_bits_;
     // Collect one extra id to learn whether another page exists.
-    for (Shard* shard : AllShards()) {
+    for (const std::shared_ptr<Shard>& shard : SelectShards(filter)) {
       if (shard->id < first_shard) continue;
       if (page.users.size() > limit) break;
       const UserId base = shard->id << shard_bits_;
@@ -695,10 +753,11 @@ class Engine::Impl {
     return page;
   }
 
-  Result<std::vector<ShardBitmap>> AudienceBitmaps(std::string_view text) const {
+  Result<std::vector<ShardBitmap>> AudienceBitmaps(std::string_view text,
+                                                   const ShardFilter& filter) const {
     Result<internal::Plan> plan = Compile(text);
     if (!plan.ok()) return plan.status();
-    std::vector<Shard*> shards = AllShards();
+    std::vector<std::shared_ptr<Shard>> shards = SelectShards(filter);
     std::vector<std::unique_ptr<internal::Evaluator>> lanes(pool_.parallelism());
     std::vector<ShardBitmap> out(shards.size());
     pool_.ParallelFor(shards.size(), [&](size_t i, int lane) {
@@ -732,10 +791,11 @@ class Engine::Impl {
     return out;
   }
 
-  Result<std::vector<TagCount>> TopTags(std::string_view text, size_t k) const {
+  Result<std::vector<TagCount>> TopTags(std::string_view text, size_t k,
+                                        const ShardFilter& filter) const {
     Result<internal::Plan> plan = Compile(text);
     if (!plan.ok()) return plan.status();
-    std::vector<Shard*> shards = AllShards();
+    std::vector<std::shared_ptr<Shard>> shards = SelectShards(filter);
     const int lanes_n = pool_.parallelism();
     std::vector<std::unique_ptr<internal::Evaluator>> lanes(lanes_n);
     std::vector<std::vector<uint64_t>> counts(lanes_n);
@@ -769,7 +829,7 @@ class Engine::Impl {
     auto by_rank = [](const TagCount& a, const TagCount& b) {
       return a.count != b.count ? a.count > b.count : a.tag < b.tag;
     };
-    if (out.size() > k) {
+    if (k != 0 && out.size() > k) {  // k == 0: every tag with a nonzero count
       std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k), out.end(),
                         by_rank);
       out.resize(k);
@@ -806,7 +866,7 @@ class Engine::Impl {
   ShardState ExportShard(uint64_t id, bool with_index) const {
     ShardState out;
     out.shard = id;
-    const Shard* shard = FindShard(id);
+    std::shared_ptr<const Shard> shard = FindShard(id);
     if (!shard) return out;
     std::vector<uint32_t> tag_ids;
     internal::UserIndex index_copy;
@@ -889,7 +949,7 @@ class Engine::Impl {
   // from the new floor anyway.
   void RaiseColumnFloors(uint32_t tag, const TagFloor& before, const TagFloor& after) {
     static const Roaring kEmpty;
-    for (Shard* shard : AllShards()) {
+    for (const std::shared_ptr<Shard>& shard : AllShards()) {
       std::optional<Timestamp> floor = after.For(shard->id);
       if (!floor || floor <= before.For(shard->id)) continue;
       std::unique_lock lock(shard->mu);
@@ -904,8 +964,9 @@ class Engine::Impl {
     std::vector<uint32_t> ids;
     ids.reserve(state.columns.size());
     for (const ColumnState& c : state.columns) ids.push_back(GetOrCreateTag(c.tag));
-    Shard& shard = GetOrCreateShard(state.shard);
-    std::unique_lock lock(shard.mu);
+    std::unique_lock<std::shared_mutex> lock;
+    std::shared_ptr<Shard> shard_ref = LockShardForWrite(state.shard, lock);
+    Shard& shard = *shard_ref;
     // Into a shard without columns (a restore, a moved shard) the per-user
     // index is built once at the end instead of one Add per assignment.
     const bool bulk = std::none_of(shard.columns.begin(), shard.columns.end(),
@@ -1044,20 +1105,7 @@ class Engine::Impl {
   }
 
   uint64_t StateDigest() const {
-    struct Hasher {
-      XXH3_state_t* state = XXH3_createState();
-      Hasher() { XXH3_64bits_reset(state); }
-      ~Hasher() { XXH3_freeState(state); }
-      void U64(uint64_t v) { XXH3_64bits_update(state, &v, sizeof(v)); }
-      void Str(std::string_view s) {
-        U64(s.size());
-        XXH3_64bits_update(state, s.data(), s.size());
-      }
-      void Members(const Roaring& r) {
-        U64(r.cardinality());
-        HashMembers(state, r);
-      }
-    } h;
+    Hasher h;
     // Sorted by name, and per shard by tag name, so neither creation order
     // (tag ids) nor memory layout shows; lengths delimit every list.
     {
@@ -1083,42 +1131,104 @@ class Engine::Impl {
         }
       }
     }
-    for (const Shard* shard : AllShards()) {
+    for (const std::shared_ptr<Shard>& shard : AllShards()) {
       std::shared_lock lock(shard->mu);
-      std::vector<std::pair<std::string_view, const TagColumn*>> columns;
-      {
-        std::shared_lock tags_lock(tags_mu_);
-        for (size_t t = 0; t < shard->columns.size(); ++t) {
-          if (shard->columns[t]) columns.emplace_back(tags_[t].name, shard->columns[t].get());
+      HashShardLocked(h, *shard);
+    }
+    return h.Digest();
+  }
+
+  uint64_t ShardDigest(uint64_t id) const {
+    std::shared_ptr<const Shard> shard = FindShard(id);
+    if (!shard) return 0;
+    Hasher h;
+    std::shared_lock lock(shard->mu);
+    return HashShardLocked(h, *shard) ? h.Digest() : 0;
+  }
+
+  std::vector<std::pair<uint64_t, uint64_t>> ShardDigests(const ShardFilter& filter) const {
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    for (const std::shared_ptr<Shard>& shard : SelectShards(filter)) {
+      Hasher h;
+      std::shared_lock lock(shard->mu);
+      if (HashShardLocked(h, *shard)) out.emplace_back(shard->id, h.Digest());
+    }
+    return out;
+  }
+
+  // Feeds one shard's logical state to `h`: its id, known users, and per
+  // column in tag-name order the name, members, base and overrides. A
+  // column with no base and no overrides is the merge's identity (it has
+  // no members either), so it is left out like a column that does not
+  // exist; a shard with nothing else feeds nothing and returns false: a
+  // shard without state need not exist on both sides.
+  // REQUIRES: shard.mu held (shared is enough).
+  bool HashShardLocked(Hasher& h, const Shard& shard) const {
+    std::vector<std::pair<std::string_view, const TagColumn*>> columns;
+    {
+      std::shared_lock tags_lock(tags_mu_);
+      for (size_t t = 0; t < shard.columns.size(); ++t) {
+        const TagColumn* col = shard.columns[t].get();
+        if (!col || (!col->has_base && col->overrides.size() == 0 && col->bitmap.isEmpty())) {
+          continue;
         }
-      }
-      // A shard without state is no state: it need not exist on both sides.
-      if (columns.empty() && shard->known.isEmpty()) continue;
-      std::sort(columns.begin(), columns.end());
-      h.U64(shard->id);
-      h.Members(shard->known);
-      h.U64(columns.size());
-      for (const auto& [name, col] : columns) {
-        h.Str(name);
-        h.Members(col->bitmap);
-        h.U64(col->base_ts);
-        h.U64(col->base_digest);
-        h.U64(col->has_base);
-        std::vector<std::pair<uint32_t, Override>> overrides;
-        overrides.reserve(col->overrides.size());
-        col->overrides.ForEach(
-            [&](uint32_t offset, const Override& ov) { overrides.emplace_back(offset, ov); });
-        std::sort(overrides.begin(), overrides.end(),
-                  [](const auto& a, const auto& b) { return a.first < b.first; });
-        h.U64(overrides.size());
-        for (const auto& [offset, ov] : overrides) {
-          h.U64(offset);
-          h.U64(ov.ts);
-          h.U64(static_cast<uint64_t>(ov.op));
-        }
+        columns.emplace_back(tags_[t].name, col);
       }
     }
-    return XXH3_64bits_digest(h.state);
+    if (columns.empty() && shard.known.isEmpty()) return false;
+    std::sort(columns.begin(), columns.end());
+    h.U64(shard.id);
+    h.Members(shard.known);
+    h.U64(columns.size());
+    for (const auto& [name, col] : columns) {
+      h.Str(name);
+      h.Members(col->bitmap);
+      h.U64(col->base_ts);
+      h.U64(col->base_digest);
+      h.U64(col->has_base);
+      std::vector<std::pair<uint32_t, Override>> overrides;
+      overrides.reserve(col->overrides.size());
+      col->overrides.ForEach(
+          [&](uint32_t offset, const Override& ov) { overrides.emplace_back(offset, ov); });
+      std::sort(overrides.begin(), overrides.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+      h.U64(overrides.size());
+      for (const auto& [offset, ov] : overrides) {
+        h.U64(offset);
+        h.U64(ov.ts);
+        h.U64(static_cast<uint64_t>(ov.op));
+      }
+    }
+    return true;
+  }
+
+  // ---- Shard moves -------------------------------------------------------------
+
+  void DropShard(uint64_t id) {
+    std::shared_ptr<Shard> shard = FindShard(id);
+    if (!shard) return;
+    // Moved out under the lock, freed after it: writers to other shards
+    // never wait for a large shard's bitmaps to be freed.
+    std::vector<std::unique_ptr<TagColumn>> columns;
+    Roaring known;
+    internal::UserIndex index;
+    {
+      std::unique_lock lock(shard->mu);
+      {
+        std::unique_lock shards_lock(shards_mu_);
+        auto it = shards_.find(id);
+        if (it == shards_.end() || it->second != shard) return;  // a concurrent drop won
+        shards_.erase(it);
+      }
+      // Readers and writers that found the shard before it was unlinked see
+      // it empty from now on; writers then retry (LockShardForWrite).
+      columns.swap(shard->columns);
+      known.swap(shard->known);
+      index.Swap(shard->index);
+      shard->index_stale = false;
+      std::lock_guard<std::mutex> rebuild_lock(rebuild_mu_);
+      rebuild_queue_.erase(id);
+    }
   }
 
   // ---- Stats -----------------------------------------------------------------
@@ -1132,7 +1242,7 @@ class Engine::Impl {
       per_tag.resize(tags_.size());
       for (size_t t = 0; t < tags_.size(); ++t) per_tag[t].tag = tags_[t].name;
     }
-    for (Shard* shard : AllShards()) {
+    for (const std::shared_ptr<Shard>& shard : AllShards()) {
       std::shared_lock lock(shard->mu);
       ShardStats ss;
       ss.shard = shard->id;
@@ -1259,8 +1369,10 @@ class Engine::Impl {
   // writes wait), kept only if no write slipped in before the swap;
   // after such a miss, under the exclusive lock.
   void RebuildIndex(uint64_t id) {
-    Shard* shard = FindShard(id);
+    std::shared_ptr<Shard> shard = FindShard(id);
     auto forget = [&] {
+      // A shard dropped meanwhile leaves the id's queue entry to its successor.
+      if (shard && FindShard(id) != shard) return;
       std::lock_guard<std::mutex> lock(rebuild_mu_);
       rebuild_queue_.erase(id);
     };
@@ -1311,7 +1423,7 @@ class Engine::Impl {
 
   // Lock order: a shard's mu, then shards_mu_ or tags_mu_ (never the reverse).
   mutable std::shared_mutex shards_mu_;
-  std::map<uint64_t, std::unique_ptr<Shard>> shards_;  // ascending, so audiences come out sorted
+  std::map<uint64_t, std::shared_ptr<Shard>> shards_;  // ascending, so audiences come out sorted
 
   mutable std::shared_mutex tags_mu_;
   std::deque<TagInfo> tags_;  // by tag id; a deque so names never move
@@ -1319,6 +1431,7 @@ class Engine::Impl {
 
   mutable Counters counters_;  // atomics: const checks count refusals too
   std::atomic<bool> future_check_{true};
+  std::atomic<bool> unknown_empty_{false};
 
   // Shards whose index was dropped, for the index thread. Lock order: a
   // shard's mu, then rebuild_mu_.
@@ -1361,15 +1474,20 @@ Result<std::vector<bool>> Engine::HasTags(UserId user,
                                           std::span<const std::string_view> tags) const {
   return impl_->HasTags(user, tags);
 }
-Result<uint64_t> Engine::Count(std::string_view expr) const { return impl_->Count(expr); }
-Result<AudiencePage> Engine::Audience(std::string_view expr, UserId cursor, size_t limit) const {
-  return impl_->Audience(expr, cursor, limit);
+Result<uint64_t> Engine::Count(std::string_view expr, const ShardFilter& filter) const {
+  return impl_->Count(expr, filter);
 }
-Result<std::vector<ShardBitmap>> Engine::AudienceBitmaps(std::string_view expr) const {
-  return impl_->AudienceBitmaps(expr);
+Result<AudiencePage> Engine::Audience(std::string_view expr, UserId cursor, size_t limit,
+                                      const ShardFilter& filter) const {
+  return impl_->Audience(expr, cursor, limit, filter);
 }
-Result<std::vector<TagCount>> Engine::TopTags(std::string_view expr, size_t k) const {
-  return impl_->TopTags(expr, k);
+Result<std::vector<ShardBitmap>> Engine::AudienceBitmaps(std::string_view expr,
+                                                         const ShardFilter& filter) const {
+  return impl_->AudienceBitmaps(expr, filter);
+}
+Result<std::vector<TagCount>> Engine::TopTags(std::string_view expr, size_t k,
+                                              const ShardFilter& filter) const {
+  return impl_->TopTags(expr, k, filter);
 }
 std::vector<TagState> Engine::ExportTags() const { return impl_->ExportTags(); }
 std::vector<uint64_t> Engine::ShardIds() const { return impl_->ShardIds(); }
@@ -1379,6 +1497,11 @@ ShardState Engine::ExportShard(uint64_t shard, bool with_index) const {
 Status Engine::MergeTags(std::span<const TagState> tags) { return impl_->MergeTags(tags); }
 Status Engine::MergeShard(const ShardState& state) { return impl_->MergeShard(state); }
 uint64_t Engine::StateDigest() const { return impl_->StateDigest(); }
+uint64_t Engine::ShardDigest(uint64_t shard) const { return impl_->ShardDigest(shard); }
+std::vector<std::pair<uint64_t, uint64_t>> Engine::ShardDigests(const ShardFilter& filter) const {
+  return impl_->ShardDigests(filter);
+}
+void Engine::DropShard(uint64_t shard) { impl_->DropShard(shard); }
 Status Engine::CheckEvents(std::span<const Event> events) const {
   return impl_->CheckEvents(events);
 }
@@ -1390,6 +1513,7 @@ Status Engine::CheckCommit(std::string_view tag, Timestamp ts) const {
   return impl_->CheckCommit(tag, ts);
 }
 void Engine::SetFutureCheck(bool enabled) { impl_->SetFutureCheck(enabled); }
+void Engine::SetUnknownTagsEmpty(bool empty) { impl_->SetUnknownTagsEmpty(empty); }
 EngineStats Engine::Stats(bool detailed) const { return impl_->Stats(detailed); }
 
 }  // namespace tagcache

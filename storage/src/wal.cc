@@ -55,6 +55,7 @@ bool IsKnownWriteRecord(uint8_t type) {
     case RecordType::kEvents:
     case RecordType::kSnapshotPart:
     case RecordType::kSnapshotCommit:
+    case RecordType::kMergeShard:
       return true;
     default:
       return false;

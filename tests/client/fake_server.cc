@@ -126,6 +126,10 @@ void FakeServer::Serve(const std::shared_ptr<Conn>& conn, int index) {
         hello.setNode("fake");
         hello.setShardBits(static_cast<uint8_t>(options_.shard_bits));
         hello.setMaxFrameBytes(protocol::kDefaultMaxFrameBytes);
+      } else if (request.which() == wire::Request::GET_CLUSTER_MAP) {
+        // Like the hello, answered by itself: a standalone node (epoch 0).
+        if (!options_.answer_hello) continue;
+        response.initClusterMap().initMap().setEpoch(0);
       } else {
         requests_.fetch_add(1);
         if (!options_.answer_hello) continue;

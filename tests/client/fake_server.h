@@ -1,4 +1,5 @@
-// An in-test tagcache node that speaks raw frames: it answers the hello by
+// An in-test tagcache node that speaks raw frames: it answers the hello (and
+// getClusterMap, as a standalone node) by
 // itself and hands every other request to a test-supplied handler, which
 // decides to reply, stay silent, drop the connection, or defer the answer.
 // Lets client tests stage stalls, disconnects and out-of-order answers

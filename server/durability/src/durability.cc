@@ -16,6 +16,7 @@
 
 #include "tagcache/protocol/bitmap.h"
 #include "tagcache/storage/checkpoint.h"
+#include "tagcache/storage/state_transfer.h"
 #include "tagcache/storage/wal_records.h"
 
 namespace tagcache::durability {
@@ -243,6 +244,20 @@ class Durability::Impl {
         Result<CommitOutcome> outcome =
             engine_.CommitSnapshot(commit->tag, commit->ts, commit->shards);
         if (!outcome.ok() || !outcome->missing_shards.empty()) ++recovery_.records_refused;
+        return Status::Ok();
+      }
+      case storage::RecordType::kMergeShard: {
+        Result<storage::ShardTransfer> transfer =
+            storage::DecodeShardTransfer(record.payload, engine_.shard_bits());
+        if (!transfer.ok()) {
+          return Status::IoError("merge record at offset " + std::to_string(record.offset) +
+                                 ": " + transfer.status().message());
+        }
+        // Decoded states always merge; a refusal would mean an engine bug,
+        // counted like the other records' refusals rather than stopping recovery.
+        if (!engine_.MergeTags(transfer->tags).ok() || !engine_.MergeShard(transfer->state).ok()) {
+          ++recovery_.records_refused;
+        }
         return Status::Ok();
       }
       default:

@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "cluster_state.h"
 #include "connection.h"
 #include "loop.h"
 #include "memory_guard.h"
@@ -66,7 +67,10 @@ class Node::Impl {
   explicit Impl(NodeOptions options)
       : options_(std::move(options)),
         engine_(options_.engine),
-        service_(engine_, LimitsOf(options_), options_.node_name, ThreadsOr(options_.io_threads)),
+        cluster_(options_.data_dir.empty() ? nullptr : EnsureFileSystem(options_, owned_fs_),
+                 options_.data_dir, engine_.shard_bits()),
+        service_(engine_, cluster_, LimitsOf(options_), options_.node_name,
+                 ThreadsOr(options_.io_threads)),
         pool_(ThreadsOr(options_.workers)) {
     const size_t n = ThreadsOr(options_.io_threads);
     loops_.reserve(n);
@@ -92,6 +96,12 @@ class Node::Impl {
     if (!options_.data_dir.empty()) {
       Status s = OpenDurability();
       if (!s.ok()) return s;
+      // The map the node had: it rejoins its cluster owning the same shards,
+      // and forgets the ones a finished move took away while it was down.
+      if (s = cluster_.Load(); !s.ok()) return s;
+      if (size_t dropped = service_.DropUnownedShards(); dropped > 0) {
+        spdlog::info("dropped {} shard(s) this node no longer owns", dropped);
+      }
     }
     Loop& loop0 = *loops_[0];
     error_code ec;
@@ -182,11 +192,19 @@ class Node::Impl {
     }
   }
 
-  Status OpenDurability() {
-    if (!options_.file_system) {
-      owned_fs_ = storage::NewPosixFileSystem();
-      options_.file_system = owned_fs_.get();
+  // The data directory's file system: the injected one, else the real one
+  // (created once, owned by the node).
+  static storage::FileSystem* EnsureFileSystem(NodeOptions& options,
+                                               std::unique_ptr<storage::FileSystem>& owned) {
+    if (!options.file_system) {
+      owned = storage::NewPosixFileSystem();
+      options.file_system = owned.get();
     }
+    return options.file_system;
+  }
+
+  Status OpenDurability() {
+    EnsureFileSystem(options_, owned_fs_);
     durability::DurabilityOptions opts = options_.durability;
     opts.data_dir = options_.data_dir;
     spdlog::info("recovering from {} ...", opts.data_dir);
@@ -262,7 +280,10 @@ class Node::Impl {
   // Declaration order is destruction order reversed: the pool (whose jobs
   // use the engine, the service and the loops) goes first, the engine last.
   NodeOptions options_;
+  // Before cluster_, which keeps a pointer to it.
+  std::unique_ptr<storage::FileSystem> owned_fs_;
   Engine engine_;
+  ClusterState cluster_;
   Service service_;
   std::vector<std::unique_ptr<Loop>> loops_;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
@@ -275,7 +296,6 @@ class Node::Impl {
   std::atomic<bool> stop_requested_{false};
   asio::thread_pool pool_;
   // After the pool: destroyed before it (~Impl stops durability first anyway).
-  std::unique_ptr<storage::FileSystem> owned_fs_;
   std::optional<MemoryGuard> memory_guard_;
   std::unique_ptr<durability::Durability> durability_;
 };

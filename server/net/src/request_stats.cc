@@ -8,7 +8,8 @@ std::string_view KindName(size_t kind) {
   static constexpr std::array<std::string_view, kNumKinds> kNames = {
       "hello",        "ping",           "getTags",         "hasTags", "getTagsBatch",
       "count",        "audience",       "audienceBitmaps", "topTags", "applyEvents",
-      "loadSnapshot", "commitSnapshot", "stats",           "checkpoint", "unknown",
+      "loadSnapshot", "commitSnapshot", "stats",           "checkpoint", "getClusterMap",
+      "setClusterMap", "shardDigests", "exportShard",    "mergeShard", "unknown",
       "malformed"};
   return kind < kNumKinds ? kNames[kind] : std::string_view("unknown");
 }

@@ -14,6 +14,8 @@
 #include "tagcache/protocol/codec.h"
 #include "tagcache/protocol/tag_hits.h"
 #include "tagcache/protocol/frame.h"
+#include "tagcache/cluster/map_codec.h"
+#include "tagcache/storage/state_transfer.h"
 #include "tagcache/storage/wal_records.h"
 
 namespace tagcache::net {
@@ -36,6 +38,77 @@ void CopyText(std::string_view s, Init&& init) {
   if (!s.empty()) std::memcpy(text.begin(), s.data(), s.size());
 }
 
+enum class Access : uint8_t { kRead, kWrite };
+
+Status WrongNode(std::string msg) { return Status(StatusCode::kWrongNode, std::move(msg)); }
+
+// WRONG_NODE when the client routed with an older map than this node's: it
+// must refresh before its routing can be trusted (writes during a move
+// must reach the new owners too).
+Status CheckEpoch(const ClusterState::View& view, uint64_t request_epoch) {
+  if (!view.clustered() || request_epoch == 0 || request_epoch >= view.epoch()) {
+    return Status::Ok();
+  }
+  return WrongNode("the request was routed with cluster map epoch " +
+                   std::to_string(request_epoch) + " but " + DescribeNode(view) +
+                   " has a newer map: refresh it");
+}
+
+std::string OwnerList(const cluster::Placement& p, const std::vector<uint32_t>& owners) {
+  std::string out;
+  for (uint32_t n : owners) out += (out.empty() ? "" : ", ") + p.members()[n].id;
+  return out;
+}
+
+// WRONG_NODE unless this node serves `shard` for `access`. A standalone node
+// serves every shard.
+Status CheckShard(const ClusterState::View& view, uint64_t shard, Access access) {
+  if (!view.clustered()) return Status::Ok();
+  const cluster::Placement& p = *view.placement;
+  std::vector<uint32_t> owners = access == Access::kRead ? p.ReadOwners(shard) : p.WriteOwners(shard);
+  if (std::find(owners.begin(), owners.end(), view.self) != owners.end()) return Status::Ok();
+  return WrongNode(DescribeNode(view) + " does not own shard " + std::to_string(shard) + " for " +
+                   (access == Access::kRead ? "reads" : "writes") + "; its owners are " +
+                   OwnerList(p, owners));
+}
+
+// The shards an audience query evaluates here: those for which this node is
+// the first read owner that the client does not treat as down, so every
+// shard is counted exactly once across the cluster.
+ShardFilter AudienceFilter(const ClusterState::View& view,
+                           capnp::List<capnp::Text>::Reader down_in) {
+  if (!view.clustered()) return {};
+  std::vector<std::string> down;
+  for (auto d : down_in) down.emplace_back(d.begin(), d.size());
+  return [placement = view.placement, self = view.self, down = std::move(down)](uint64_t shard) {
+    for (uint32_t owner : placement->ReadOwners(shard)) {
+      const std::string& id = placement->members()[owner].id;
+      if (std::find(down.begin(), down.end(), id) != down.end()) continue;
+      return owner == self;
+    }
+    return false;
+  };
+}
+
+bool IsRouted(Request::Which which) {
+  switch (which) {
+    case Request::GET_TAGS:
+    case Request::HAS_TAGS:
+    case Request::GET_TAGS_BATCH:
+    case Request::COUNT:
+    case Request::AUDIENCE:
+    case Request::AUDIENCE_BITMAPS:
+    case Request::TOP_TAGS:
+    case Request::APPLY_EVENTS:
+    case Request::LOAD_SNAPSHOT:
+    case Request::COMMIT_SNAPSHOT:
+    case Request::MERGE_SHARD:
+      return true;
+    default:
+      return false;
+  }
+}
+
 std::string DescribeKjException(const kj::Exception& e) {
   auto description = e.getDescription();
   std::string text(description.begin(), description.size());
@@ -45,8 +118,9 @@ std::string DescribeKjException(const kj::Exception& e) {
 
 }  // namespace
 
-Service::Service(Engine& engine, ServiceLimits limits, std::string node_name, size_t loops)
-    : engine_(engine), limits_(limits), node_name_(std::move(node_name)) {
+Service::Service(Engine& engine, ClusterState& cluster, ServiceLimits limits,
+                 std::string node_name, size_t loops)
+    : engine_(engine), cluster_(cluster), limits_(limits), node_name_(std::move(node_name)) {
   stats_.reserve(loops);
   for (size_t i = 0; i < loops; ++i) stats_.push_back(std::make_unique<RequestStats>());
 }
@@ -64,7 +138,7 @@ void Service::RemoveConnection() { connections_.fetch_sub(1, std::memory_order_r
 
 size_t Service::KindOf(Request::Reader req) {
   const auto which = static_cast<uint16_t>(req.which());
-  return which <= static_cast<uint16_t>(Request::CHECKPOINT) ? which : kKindUnknown;
+  return which <= static_cast<uint16_t>(Request::MERGE_SHARD) ? which : kKindUnknown;
 }
 
 bool Service::RunsInline(Request::Reader req) {
@@ -87,7 +161,15 @@ bool Service::RunsInline(Request::Reader req) {
     case Request::LOAD_SNAPSHOT:
     case Request::COMMIT_SNAPSHOT:
     case Request::CHECKPOINT:
+    // A map change waits for earlier writes and may drop shards; the state
+    // transfers walk whole shards.
+    case Request::SET_CLUSTER_MAP:
+    case Request::SHARD_DIGESTS:
+    case Request::EXPORT_SHARD:
+    case Request::MERGE_SHARD:
       return false;
+    case Request::GET_CLUSTER_MAP:
+      return true;
   }
   return true;  // an unknown kind is answered at once with BAD_REQUEST
 }
@@ -152,6 +234,12 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
     return s.code();
   };
   resp.setStatus(wire::Status::OK);
+  const ClusterState::View view = cluster_.Current();
+  resp.setEpoch(view.epoch());
+  if (IsRouted(req.which())) {
+    if (Status s = CheckEpoch(view, req.getEpoch()); !s.ok()) return fail(s);
+  }
+  const int bits = engine_.shard_bits();
   switch (req.which()) {
     case Request::HELLO:
       return fail(Status::BadRequest("duplicate hello: the connection is already established"));
@@ -163,6 +251,7 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
     case Request::GET_TAGS: {
       auto r = req.getGetTags();
       const bool with_ts = r.getWithTs();
+      if (Status s = CheckShard(view, r.getUser() >> bits, Access::kRead); !s.ok()) return fail(s);
       std::vector<TagHit> hits = engine_.GetTags(r.getUser(), with_ts);
       protocol::WriteTagHits(resp.initGetTags(), hits, with_ts, HitName, HitTs);
       return StatusCode::kOk;
@@ -170,6 +259,7 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
 
     case Request::HAS_TAGS: {
       auto r = req.getHasTags();
+      if (Status s = CheckShard(view, r.getUser() >> bits, Access::kRead); !s.ok()) return fail(s);
       auto tags = r.getTags();
       std::vector<std::string_view> names;
       names.reserve(tags.size());
@@ -187,7 +277,10 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
       const bool with_ts = r.getWithTs();
       std::vector<UserId> users;
       users.reserve(users_in.size());
-      for (uint64_t u : users_in) users.push_back(u);
+      for (uint64_t u : users_in) {
+        if (Status s = CheckShard(view, u >> bits, Access::kRead); !s.ok()) return fail(s);
+        users.push_back(u);
+      }
       std::vector<std::vector<TagHit>> all = engine_.GetTagsBatch(users, with_ts);
       auto list = resp.initGetTagsBatch(static_cast<unsigned>(all.size()));
       for (unsigned u = 0; u < all.size(); ++u) {
@@ -199,7 +292,8 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
     }
 
     case Request::COUNT: {
-      Result<uint64_t> n = engine_.Count(ToView(req.getCount().getExpr()));
+      Result<uint64_t> n =
+          engine_.Count(ToView(req.getCount().getExpr()), AudienceFilter(view, req.getDown()));
       if (!n.ok()) return fail(n.status());
       resp.setCount(*n);
       return StatusCode::kOk;
@@ -213,7 +307,8 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
       const size_t usable = limits_.max_frame_bytes > 4096 ? limits_.max_frame_bytes - 4096 : 8;
       const auto fits = static_cast<uint32_t>(std::min<size_t>(usable / 8, kMaxAudiencePage));
       limit = std::min(limit, fits);
-      Result<AudiencePage> page = engine_.Audience(ToView(r.getExpr()), r.getCursor(), limit);
+      Result<AudiencePage> page = engine_.Audience(ToView(r.getExpr()), r.getCursor(), limit,
+                                                   AudienceFilter(view, req.getDown()));
       if (!page.ok()) return fail(page.status());
       auto out = resp.initAudience();
       auto users = out.initUsers(static_cast<unsigned>(page->users.size()));
@@ -224,8 +319,8 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
     }
 
     case Request::AUDIENCE_BITMAPS: {
-      Result<std::vector<ShardBitmap>> maps =
-          engine_.AudienceBitmaps(ToView(req.getAudienceBitmaps().getExpr()));
+      Result<std::vector<ShardBitmap>> maps = engine_.AudienceBitmaps(
+          ToView(req.getAudienceBitmaps().getExpr()), AudienceFilter(view, req.getDown()));
       if (!maps.ok()) return fail(maps.status());
       auto list = resp.initAudienceBitmaps(static_cast<unsigned>(maps->size()));
       for (unsigned i = 0; i < maps->size(); ++i) {
@@ -242,9 +337,16 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
     case Request::TOP_TAGS: {
       auto r = req.getTopTags();
       uint32_t k = r.getK();
-      if (k == 0) return fail(Status::BadRequest("topTags k must be at least 1"));
-      k = std::min(k, kMaxTopTags);
-      Result<std::vector<TagCount>> top = engine_.TopTags(ToView(r.getExpr()), k);
+      // `all` asks for every non-zero count (Engine::TopTags with k = 0), so
+      // that a client merging nodes can re-rank exactly.
+      if (!r.getAll()) {
+        if (k == 0) return fail(Status::BadRequest("topTags k must be at least 1"));
+        k = std::min(k, kMaxTopTags);
+      } else {
+        k = 0;
+      }
+      Result<std::vector<TagCount>> top =
+          engine_.TopTags(ToView(r.getExpr()), k, AudienceFilter(view, req.getDown()));
       if (!top.ok()) return fail(top.status());
       auto list = resp.initTopTags(static_cast<unsigned>(top->size()));
       for (unsigned i = 0; i < top->size(); ++i) {
@@ -257,7 +359,8 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
 
     case Request::APPLY_EVENTS:
     case Request::LOAD_SNAPSHOT:
-    case Request::COMMIT_SNAPSHOT: {
+    case Request::COMMIT_SNAPSHOT:
+    case Request::MERGE_SHARD: {
       Result<PreparedWrite> write = DecodeWrite(req);
       if (!write.ok()) return fail(write.status());
       Status admitted = AdmitWrite(*write);
@@ -272,6 +375,12 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
     case Request::STATS:
       FillStats(resp.initStats());
       return StatusCode::kOk;
+
+    case Request::GET_CLUSTER_MAP:
+    case Request::SET_CLUSTER_MAP:
+    case Request::SHARD_DIGESTS:
+    case Request::EXPORT_SHARD:
+      return ExecuteClusterRequest(req, resp);
   }
   return fail(Status::BadRequest("unknown request kind " +
                                  std::to_string(static_cast<unsigned>(req.which()))));
@@ -279,6 +388,15 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
 
 Result<PreparedWrite> Service::DecodeWrite(Request::Reader req) const {
   PreparedWrite write;
+  // Enter the gate before reading the map: a map installed after this point
+  // waits until this write is applied or refused.
+  const uint64_t ticket = cluster_.EnterWrite();
+  write.gate = std::shared_ptr<void>(nullptr, [cluster = &cluster_, ticket](void*) {
+    cluster->ExitWrite(ticket);
+  });
+  const ClusterState::View view = cluster_.Current();
+  if (Status s = CheckEpoch(view, req.getEpoch()); !s.ok()) return s;
+  const int bits = engine_.shard_bits();
   switch (req.which()) {
     case Request::APPLY_EVENTS: {
       write.kind = PreparedWrite::kEvents;
@@ -303,6 +421,18 @@ Result<PreparedWrite> Service::DecodeWrite(Request::Reader req) const {
         ev.ts = e.getTs();
         write.events.push_back(std::move(ev));
       }
+      if (view.clustered()) {
+        // Batches are usually sorted or clustered by user: check each shard once in a row.
+        std::optional<uint64_t> checked;
+        for (size_t i = 0; i < write.events.size(); ++i) {
+          const uint64_t shard = write.events[i].user >> bits;
+          if (checked == shard) continue;
+          if (Status s = CheckShard(view, shard, Access::kWrite); !s.ok()) {
+            return WrongNode("event " + std::to_string(i) + ": " + s.message());
+          }
+          checked = shard;
+        }
+      }
       Status s = engine_.CheckEvents(write.events);
       if (!s.ok()) return s;
       return write;
@@ -317,6 +447,7 @@ Result<PreparedWrite> Service::DecodeWrite(Request::Reader req) const {
       write.tag = std::string(ToView(r.getTag()));
       write.ts = r.getTs();
       write.shard = r.getShard();
+      if (Status s = CheckShard(view, write.shard, Access::kWrite); !s.ok()) return s;
       write.members = std::move(*members);
       Status s = engine_.CheckSnapshot(write.tag, write.ts, write.shard, write.members);
       if (!s.ok()) return s;
@@ -334,6 +465,20 @@ Result<PreparedWrite> Service::DecodeWrite(Request::Reader req) const {
       for (uint64_t shard : shards_in) write.shards.push_back(shard);
       Status s = engine_.CheckCommit(write.tag, write.ts);
       if (!s.ok()) return s;
+      return write;
+    }
+    case Request::MERGE_SHARD: {
+      write.kind = PreparedWrite::kMerge;
+      auto data = req.getMergeShard().getState();
+      std::string_view bytes(reinterpret_cast<const char*>(data.begin()), data.size());
+      Result<storage::ShardTransfer> transfer = storage::DecodeShardTransfer(bytes, bits);
+      if (!transfer.ok()) {
+        return Status::BadRequest("mergeShard: " + transfer.status().message());
+      }
+      if (Status s = CheckShard(view, transfer->state.shard, Access::kWrite); !s.ok()) return s;
+      write.merge_tags = std::move(transfer->tags);
+      write.merge_state = std::move(transfer->state);
+      write.state_bytes.assign(bytes);
       return write;
     }
     default:
@@ -381,6 +526,14 @@ StatusCode Service::ApplyWrite(const PreparedWrite& write, Response::Builder res
     case PreparedWrite::kSnapshotCommit: {
       Result<CommitOutcome> outcome = engine_.CommitSnapshot(write.tag, write.ts, write.shards);
       if (!outcome.ok()) return fail(outcome.status());
+      // Every node gets the commit with every shard the load sent; only
+      // the parts this node owns are its to report missing.
+      const ClusterState::View view = cluster_.Current();
+      if (view.clustered()) {
+        std::erase_if(outcome->missing_shards, [&](uint64_t shard) {
+          return !view.placement->IsWriteOwner(view.self, shard);
+        });
+      }
       auto out = resp.initCommitSnapshot();
       out.setShardsEmptied(outcome->shards_emptied);
       auto missing = out.initMissingShards(static_cast<unsigned>(outcome->missing_shards.size()));
@@ -396,8 +549,84 @@ StatusCode Service::ApplyWrite(const PreparedWrite& write, Response::Builder res
       CopyText(msg, [&](unsigned n) { return resp.initMessage(n); });
       return StatusCode::kIncomplete;
     }
+    case PreparedWrite::kMerge: {
+      if (Status s = engine_.MergeTags(write.merge_tags); !s.ok()) return fail(s);
+      if (Status s = engine_.MergeShard(write.merge_state); !s.ok()) return fail(s);
+      resp.setMergeShard();
+      return StatusCode::kOk;
+    }
   }
   return fail(Status::Internal("unknown write kind"));
+}
+
+StatusCode Service::ExecuteClusterRequest(Request::Reader req, Response::Builder resp) {
+  auto fail = [&](const Status& s) {
+    SetError(resp, s);
+    return s.code();
+  };
+  switch (req.which()) {
+    case Request::GET_CLUSTER_MAP: {
+      const ClusterState::View view = cluster_.Current();
+      auto out = resp.initClusterMap();
+      if (view.clustered()) {
+        cluster::WriteMap(view.placement->map(), out.initMap());
+        out.setNodeId(view.placement->members()[view.self].id);
+      } else {
+        out.initMap().setEpoch(0);
+      }
+      return StatusCode::kOk;
+    }
+    case Request::SET_CLUSTER_MAP: {
+      auto r = req.getSetClusterMap();
+      Result<cluster::ClusterMap> map = cluster::ReadMap(r.getMap());
+      if (!map.ok()) return fail(map.status());
+      if (Status s = cluster_.Install(*map, std::string(ToView(r.getNodeId()))); !s.ok()) {
+        return fail(s);
+      }
+      resp.setEpoch(map->epoch);
+      engine_.SetUnknownTagsEmpty(true);
+      if (!map->moving) DropUnownedShards();
+      resp.setNone();
+      return StatusCode::kOk;
+    }
+    case Request::SHARD_DIGESTS: {
+      std::vector<std::pair<uint64_t, uint64_t>> digests = engine_.ShardDigests();
+      auto list = resp.initShardDigests(static_cast<unsigned>(digests.size()));
+      for (unsigned i = 0; i < digests.size(); ++i) {
+        list[i].setShard(digests[i].first);
+        list[i].setDigest(digests[i].second);
+      }
+      return StatusCode::kOk;
+    }
+    case Request::EXPORT_SHARD: {
+      const uint64_t shard = req.getExportShard().getShard();
+      if (shard > (~uint64_t{0} >> engine_.shard_bits())) {
+        return fail(Status::BadRequest("shard " + std::to_string(shard) + " is out of range"));
+      }
+      // Tags first: a tag created after the shard's copy then still has its record.
+      std::vector<TagState> tags = engine_.ExportTags();
+      ShardState state = engine_.ExportShard(shard);
+      std::string bytes = storage::EncodeShardTransfer(tags, state);
+      auto data = resp.initExportShard(static_cast<unsigned>(bytes.size()));
+      if (!bytes.empty()) std::memcpy(data.begin(), bytes.data(), bytes.size());
+      return StatusCode::kOk;
+    }
+    default:
+      return fail(Status::Internal("not a cluster request"));
+  }
+}
+
+size_t Service::DropUnownedShards() {
+  const ClusterState::View view = cluster_.Current();
+  if (view.clustered()) engine_.SetUnknownTagsEmpty(true);
+  if (!view.clustered() || view.placement->map().moving) return 0;
+  size_t dropped = 0;
+  for (uint64_t shard : engine_.ShardIds()) {
+    if (view.placement->IsWriteOwner(view.self, shard)) continue;
+    engine_.DropShard(shard);
+    ++dropped;
+  }
+  return dropped;
 }
 
 Status Service::AdmitWrite(const PreparedWrite& write) {
@@ -415,6 +644,9 @@ Status Service::AdmitWrite(const PreparedWrite& write) {
       break;
     case PreparedWrite::kSnapshotCommit:
       estimate = 0;  // a commit only empties shards: it frees memory, so it is always admitted
+      break;
+    case PreparedWrite::kMerge:
+      estimate = write.state_bytes.size() * 2;
       break;
   }
   if (estimate == 0) return Status::Ok();
@@ -478,16 +710,19 @@ void Service::ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body,
     switch (req.which()) {
       case Request::APPLY_EVENTS:
       case Request::LOAD_SNAPSHOT:
-      case Request::COMMIT_SNAPSHOT: {
+      case Request::COMMIT_SNAPSHOT:
+      case Request::MERGE_SHARD: {
         id = req.getId();
         kind = KindOf(req);
         Result<PreparedWrite> decoded = DecodeWrite(req);
         Status s = decoded.ok() ? AdmitWrite(*decoded) : decoded.status();
         if (!s.ok()) {
-          FrameResult result;
-          result.kind = kind;
-          AppendErrorFrame(id, s, result.frame);
-          done(std::move(result));
+          capnp::MallocMessageBuilder mb(256);
+          auto resp = mb.initRoot<Response>();
+          resp.setId(id);
+          resp.setEpoch(cluster_.epoch());
+          SetError(resp, s);
+          done(Finish(mb, id, kind, s.code()));
           return;
         }
         write = std::make_shared<PreparedWrite>(std::move(*decoded));
@@ -560,6 +795,11 @@ void Service::ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body,
       type = storage::RecordType::kSnapshotCommit;
       payload = storage::EncodeSnapshotCommit(write->tag, write->ts, write->shards);
       break;
+    case PreparedWrite::kMerge:
+      type = storage::RecordType::kMergeShard;
+      payload = std::move(write->state_bytes);
+      write->state_bytes = {};
+      break;
   }
   durability_->Submit(type, std::move(payload),
                       [this, id, kind, write = std::move(write), done = std::move(done)](Status s) {
@@ -567,6 +807,7 @@ void Service::ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body,
                         auto resp = mb.initRoot<Response>();
                         resp.setId(id);
                         resp.setStatus(wire::Status::OK);
+                        resp.setEpoch(cluster_.epoch());
                         StatusCode code;
                         if (!s.ok()) {
                           SetError(resp, s);

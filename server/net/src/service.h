@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster_state.h"
 #include "memory_guard.h"
 #include "request_stats.h"
 #include "tagcache/common/status.h"
@@ -57,7 +58,7 @@ struct FrameResult {
 
 // A write request decoded and checked, ready to be logged and applied.
 struct PreparedWrite {
-  enum Kind : uint8_t { kEvents, kSnapshotPart, kSnapshotCommit } kind = kEvents;
+  enum Kind : uint8_t { kEvents, kSnapshotPart, kSnapshotCommit, kMerge } kind = kEvents;
   std::vector<Event> events;  // kEvents
   std::string tag;            // kSnapshotPart, kSnapshotCommit
   Timestamp ts = 0;
@@ -65,17 +66,29 @@ struct PreparedWrite {
   Roaring members;             // kSnapshotPart
   std::string bitmap_bytes;    // kSnapshotPart: the portable bytes as received, for the log
   std::vector<uint64_t> shards;  // kSnapshotCommit
+  std::vector<TagState> merge_tags;  // kMerge: a peer's tags and one shard's state
+  ShardState merge_state;
+  std::string state_bytes;           // kMerge: as received, for the log
+  // Holds the cluster's write gate from the ownership check until the write
+  // is applied or refused, so that a map change waits for it.
+  std::shared_ptr<void> gate;
 };
 
 class Service {
  public:
   // `engine` must outlive the Service. `loops` RequestStats are created, one
   // per event loop.
-  Service(Engine& engine, ServiceLimits limits, std::string node_name, size_t loops);
+  // `cluster` must outlive the Service too.
+  Service(Engine& engine, ClusterState& cluster, ServiceLimits limits, std::string node_name,
+          size_t loops);
   Service(const Service&) = delete;
   Service& operator=(const Service&) = delete;
 
   Engine& engine() { return engine_; }
+  ClusterState& cluster() { return cluster_; }
+  // Drops the state of every shard this node does not own under the current
+  // (settled) map: after a move, and at start. Returns how many were dropped.
+  size_t DropUnownedShards();
   const ServiceLimits& limits() const { return limits_; }
   RequestStats& loop_stats(size_t loop) { return *stats_[loop]; }
   void set_node_name(std::string name) { node_name_ = std::move(name); }
@@ -144,7 +157,10 @@ class Service {
   FrameResult Finish(capnp::MallocMessageBuilder& mb, uint64_t id, size_t kind, StatusCode code);
   void FillStats(wire::Response::StatsReply::Builder out);
 
+  StatusCode ExecuteClusterRequest(wire::Request::Reader req, wire::Response::Builder resp);
+
   Engine& engine_;
+  ClusterState& cluster_;
   const ServiceLimits limits_;
   std::string node_name_;
   std::vector<std::unique_ptr<RequestStats>> stats_;

@@ -16,12 +16,21 @@
 #include <string>
 #include <vector>
 
+#include "tagcache/cluster/cluster_map.h"
 #include "tagcache/common/status.h"
 
 namespace tagcache::client {
 
 using UserId = uint64_t;
 using Timestamp = uint64_t;  // producer-chosen, normally ms since the Unix epoch
+
+// How many replicas of a shard must acknowledge a write before it succeeds
+// (docs/CLUSTER.md). During a move, every new owner must acknowledge too.
+enum class WriteConcern : uint8_t {
+  kOne,     // one replica
+  kQuorum,  // half the replicas, rounded up: ceil(R / 2) (R = 2 survives one dead node)
+  kAll,     // every replica
+};
 
 struct ClientOptions {
   // "host:port" (or "[v6]:port") of cluster nodes. Connect() uses the first
@@ -52,6 +61,12 @@ struct ClientOptions {
   uint32_t max_response_bytes = 64u << 20;
   // Sent in the hello; nodes put it in their logs. Default: "tagcache-client".
   std::string client_name = "tagcache-client";
+  // Replicas that must acknowledge each write. Default: quorum.
+  WriteConcern write_concern = WriteConcern::kQuorum;
+  // A node whose connection failed is tried last (reads) and left out of
+  // audience fan-outs (its shards are evaluated by their next replica) for
+  // this long. Default: 2 s.
+  std::chrono::milliseconds down_grace{2000};
 };
 
 // Per-call settings. Default: the ClientOptions values.
@@ -168,6 +183,17 @@ struct NodeStats {
   uint64_t writes_refused_memory = 0;
 };
 
+// A node's cluster map and its own id in it (map.epoch 0: a standalone node).
+struct NodeMap {
+  cluster::ClusterMap map;
+  std::string node_id;
+};
+
+struct ShardDigest {
+  uint64_t shard = 0;
+  uint64_t digest = 0;  // 0: no state
+};
+
 // One node's CheckpointReply.
 struct NodeCheckpoint {
   std::string node;  // the address the client uses for it ("host:port")
@@ -194,12 +220,21 @@ using Callback = std::function<void(Result<T>)>;
 //   otherwise (IsDeadlineExceeded() tells the first kind apart);
 // - a call beyond max_queued is OVERLOADED.
 //
+// Routing (docs/CLUSTER.md): the client holds the cluster map it fetched
+// from a seed. Keyed reads go to the first live replica of the user's shard
+// and fail over to the next on a transport error; writes go to every
+// replica in parallel and succeed per ClientOptions::write_concern;
+// audience queries go to every live node, each evaluating the shards it is
+// the first live replica of. A WRONG_NODE answer (or a response from a
+// newer epoch) refreshes the map and retries the call once.
+//
 // Retries: a read (every call except ApplyEvents, LoadSnapshot,
 // CommitSnapshot and Checkpoint) whose connection is lost after it was sent is re-sent
 // once on another connection of the node if its deadline allows. Writes are
-// never re-sent automatically: the write may or may not have been applied.
-// Re-sending one is always safe (the merge is idempotent), so a caller may
-// retry writes itself.
+// never re-sent automatically after a transport error: the write may or may
+// not have been applied (they are re-sent after WRONG_NODE, which means they
+// were not). Re-sending one is always safe (the merge is idempotent), so a
+// caller may retry writes itself.
 class Client {
  public:
   // Connects to the first seed that accepts a connection and answers the
@@ -219,8 +254,13 @@ class Client {
 
   // log2 of the users per shard, as the cluster reported it in the hello.
   int shard_bits() const;
-  // The node addresses of the cluster map ("host:port"), one for now.
+  // The node addresses of the cluster map ("host:port"), in map order.
   std::vector<std::string> nodes() const;
+  // The map the client routes with (epoch 0: one standalone node).
+  cluster::ClusterMap cluster_map() const;
+  // Fetches the map from every known node and the seeds and keeps the
+  // newest. IO_ERROR when no node answered.
+  Status RefreshMap();
 
   // ---- Sync calls: block the calling thread until the answer or deadline.
 
@@ -277,6 +317,25 @@ class Client {
   // Not re-sent after a lost connection (see Retries): the node may still
   // be writing the first one.
   Result<std::vector<NodeCheckpoint>> Checkpoint(const CallOptions& call = {});
+
+  // ---- Admin calls to one node, by address (it need not be in the map).
+
+  Result<NodeMap> GetNodeMap(const std::string& address, const CallOptions& call = {});
+  // Installs `map` on the node, telling it its own id. WRONG_NODE when the
+  // node already has a newer map.
+  Status SetNodeMap(const std::string& address, const cluster::ClusterMap& map,
+                    const std::string& node_id, const CallOptions& call = {});
+  Result<std::vector<ShardDigest>> NodeShardDigests(const std::string& address,
+                                                    const CallOptions& call = {});
+  // One shard's state (with every tag's rule-4 record) as an opaque,
+  // self-checking byte string, for MergeShard on another node.
+  Result<std::string> ExportShard(const std::string& address, uint64_t shard,
+                                  const CallOptions& call = {});
+  // Merges an ExportShard result into the node (logged there before it is
+  // applied). WRONG_NODE when the node does not own the shard for writes.
+  Status MergeShard(const std::string& address, const std::string& state,
+                    const CallOptions& call = {});
+  Result<NodeStats> NodeStatsOf(const std::string& address, const CallOptions& call = {});
 
   // ---- Async calls: return at once; `done` runs later on the I/O thread
   // (see Callback). Arguments are copied before the call returns.

@@ -151,6 +151,9 @@ struct EngineCounters {
   uint64_t shards_rebuilding_index = 0;
 };
 
+// Which shards an audience query evaluates; empty function = every shard.
+using ShardFilter = std::function<bool(uint64_t shard)>;
+
 struct EngineStats {
   uint64_t shards = 0;
   uint64_t tags = 0;
@@ -276,20 +279,32 @@ class Engine {
   Result<std::vector<bool>> HasTags(UserId user, std::span<const std::string_view> tags) const;
 
   // ---- Audience queries (expression grammar: tagcache/server/expr.h) ------
+  //
+  // Each evaluates only the shards holding state for which `filter` returns
+  // true (empty: every shard), so a node can answer for the shards it owns
+  // and partial answers over disjoint filters add up to the whole answer
+  // ('!' included: its universe is per shard). The filter is called once
+  // per shard holding state, from the calling thread, with no engine lock
+  // held; an empty filter costs nothing.
 
   // Number of users matching `expr`. BAD_REQUEST for a parse error (with the
   // position), UNKNOWN_TAG naming unknown tags.
-  Result<uint64_t> Count(std::string_view expr) const;
+  Result<uint64_t> Count(std::string_view expr, const ShardFilter& filter = {}) const;
 
   // Matching user ids >= `cursor`, ascending, at most `limit` (>= 1) of them.
-  Result<AudiencePage> Audience(std::string_view expr, UserId cursor, size_t limit) const;
+  Result<AudiencePage> Audience(std::string_view expr, UserId cursor, size_t limit,
+                                const ShardFilter& filter = {}) const;
 
   // The audience as one portable Roaring bitmap of offsets per non-empty shard.
-  Result<std::vector<ShardBitmap>> AudienceBitmaps(std::string_view expr) const;
+  Result<std::vector<ShardBitmap>> AudienceBitmaps(std::string_view expr,
+                                                   const ShardFilter& filter = {}) const;
 
   // The k tags most common among the users matching `expr`, with exact counts,
   // by count descending then name ascending; tags with count 0 are left out.
-  Result<std::vector<TagCount>> TopTags(std::string_view expr, size_t k) const;
+  // k == 0 returns every tag with a nonzero count (in the same order), which
+  // is what a coordinator merging per-node answers needs to stay exact.
+  Result<std::vector<TagCount>> TopTags(std::string_view expr, size_t k,
+                                        const ShardFilter& filter = {}) const;
 
   // ---- State transfer -----------------------------------------------------
 
@@ -314,11 +329,39 @@ class Engine {
   // has_base, overrides), independent of tag creation order and memory
   // layout. Two engines with equal digests hold the same state.
   uint64_t StateDigest() const;
+  // XXH3-64 of one shard's part of StateDigest: the shard id, its known
+  // users, and per column in tag-name order the tag name, members, base_ts,
+  // base_digest, has_base and overrides. Tag floors are not included (they
+  // are per tag: compare ExportTags). A column with no base and no
+  // overrides is the merge's identity and is left out, as in StateDigest.
+  // 0 for a shard without state (absent, dropped, or nothing but such
+  // columns), so a replica that never saw the shard agrees with one whose
+  // state is empty. Two engines that merged the same writes for the shard
+  // (and the same tag floors) give equal digests.
+  uint64_t ShardDigest(uint64_t shard) const;
+  // (shard, ShardDigest(shard)) for every shard holding state that passes
+  // `filter` (empty: all), ascending shard. Each shard is read under its own
+  // lock: a cut per shard, not across shards.
+  std::vector<std::pair<uint64_t, uint64_t>> ShardDigests(const ShardFilter& filter = {}) const;
+
+  // Removes all of the shard's state (known users, columns, index), for a
+  // node that no longer owns the shard after a move; its memory is freed
+  // once no query still reads it. A no-op for a shard without state. Tag
+  // records (names, rule 4 floors) stay: they are per tag, not per shard.
+  // Writes racing with the drop either land before it (and are dropped) or
+  // start the shard anew after it. Not logged: a durable node must keep the
+  // shard's writes out of replay itself (e.g. by a checkpoint after it).
+  void DropShard(uint64_t shard);
 
   // Turns the FUTURE_TIMESTAMP check off while a log is replayed (a write
   // accepted yesterday must replay even if the clock has moved back).
   // Thread-safe. Default: on (per EngineOptions::max_future_ms).
   void SetFutureCheck(bool enabled);
+  // When true, queries treat a tag this engine never saw as an empty set
+  // instead of failing with UNKNOWN_TAG (HasTags answers false for it): a
+  // node of a cluster holds only some shards, so a tag written elsewhere
+  // may not exist here yet. Thread-safe. Default: false.
+  void SetUnknownTagsEmpty(bool empty);
 
   // ---- Introspection ------------------------------------------------------
 

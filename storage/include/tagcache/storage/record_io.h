@@ -35,6 +35,7 @@ enum class RecordType : uint8_t {
   kEvents = 2,          // one accepted ApplyEvents batch (wal_records.h)
   kSnapshotPart = 3,    // one accepted LoadSnapshot
   kSnapshotCommit = 4,  // one accepted CommitSnapshot
+  kMergeShard = 5,      // one accepted MergeShard (state_transfer.h payload)
   // Checkpoint files
   kCheckpointHeader = 16,
   kCheckpointTags = 17,
