@@ -6,15 +6,20 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <tuple>
 
+#include "tagcache/client/client.h"
+#include "tagcache/cluster/repair.h"
 #include "tagcache/net/node.h"
 #include "tagcache/protocol/frame.h"
 
@@ -79,6 +84,65 @@ std::string ParseBytes(const std::string& text, uint64_t& out) {
   out = n * mult;
   return "";
 }
+
+// The background repair pass (docs/CLUSTER.md): every `interval`, once the
+// node has a settled cluster map, pulls the differing copies of the shards
+// it owns from their other replicas. It talks to its own node through the
+// client library like any peer, so merges are logged like any other write.
+class RepairLoop {
+ public:
+  RepairLoop(std::string self_address, std::chrono::seconds interval)
+      : self_(std::move(self_address)), interval_(interval), thread_([this] { Run(); }) {}
+  ~RepairLoop() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void Run() {
+    std::unique_ptr<tagcache::Client> client;
+    for (;;) {
+      {
+        std::unique_lock lock(mu_);
+        if (wake_.wait_for(lock, interval_, [&] { return stop_; })) return;
+      }
+      if (!client) {
+        tagcache::ClientOptions options;
+        options.seeds = {self_};
+        options.connections_per_node = 1;
+        options.client_name = "tagcache-repair";
+        options.request_timeout = std::chrono::seconds(60);
+        auto connected = tagcache::Client::Connect(std::move(options));
+        if (!connected.ok()) continue;
+        client = std::move(*connected);
+      }
+      if (!client->RefreshMap().ok()) continue;
+      const tagcache::cluster::ClusterMap map = client->cluster_map();
+      if (map.epoch == 0 || map.moving) continue;
+      auto me = client->GetNodeMap(self_);
+      if (!me.ok() || me->node_id.empty()) continue;
+      auto report = tagcache::cluster::RepairShards(*client, me->node_id);
+      if (!report.ok()) {
+        spdlog::warn("repair pass: {}", report.status().ToString());
+      } else if (report->shards_repaired > 0) {
+        spdlog::info("repair pass: {} of {} owned shard(s) differed; {} merge(s), {} bytes",
+                     report->shards_repaired, report->shards_checked, report->merges,
+                     report->bytes);
+      }
+    }
+  }
+
+  const std::string self_;
+  const std::chrono::seconds interval_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once the rest is initialised
+};
 
 }  // namespace
 
@@ -172,6 +236,11 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "Log level")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   app.add_option("--port-file", port_file, "Write the bound port to this file once listening");
+  int64_t repair_interval_s = 300;
+  app.add_option("--repair-interval-s", repair_interval_s,
+                 "Seconds between background repair passes of a clustered node (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{86400 * 7}));
   CLI11_PARSE(app, argc, argv);
 
   // Logs go to stderr: stdout carries only the "listening" line.
@@ -230,6 +299,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cout << "tagcache-server listening on " << node.listen_address() << std::endl;
+  std::optional<RepairLoop> repair;
+  if (repair_interval_s > 0) {
+    // A wildcard listen address is reached through loopback.
+    std::string self = node.listen_address();
+    if (self.rfind("0.0.0.0:", 0) == 0) self = "127.0.0.1:" + std::to_string(node.port());
+    if (self.rfind("[::]:", 0) == 0) self = "[::1]:" + std::to_string(node.port());
+    repair.emplace(self, std::chrono::seconds(repair_interval_s));
+  }
   node.Run();
   return 0;
 }

@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdio>
 #include <future>
 #include <map>
@@ -90,6 +91,12 @@ struct Target {
   std::vector<std::string> addresses;
   size_t required = 0;
   Encoder encode;
+  // Parallel only: settle as soon as `required` replicas succeeded, instead
+  // of waiting for every answer (or the deadline). Off for writes: while
+  // every replica is up, a write is acknowledged only once all of them
+  // applied it, so a read that follows sees it whichever replica serves it
+  // (a dead replica fails fast and only the concern counts).
+  bool settle_early = false;
 };
 
 template <typename Part>
@@ -109,6 +116,10 @@ Result<T> FirstPart(std::vector<std::vector<T>> parts) {
 }
 
 bool IsTransport(const Status& s) { return s.code() == StatusCode::kIoError; }
+
+// Re-plans after WRONG_NODE, backing off 5 ms, 10 ms, 20 ms...: about 2.5 s
+// in all, more than a map publication takes.
+constexpr int kMaxWrongNodeRetries = 10;
 
 }  // namespace
 
@@ -373,17 +384,35 @@ class Client::Impl {
       const Status& s = result.status();
       const bool wrong_node = s.code() == StatusCode::kWrongNode;
       const bool lost_node = idempotent && IsTransport(s) && !IsDeadlineExceeded(s);
-      if (result.ok() || attempt > 0 || !(wrong_node || lost_node) || Clock::now() >= deadline) {
+      // A map is published node by node: for a few milliseconds nodes hold
+      // different epochs and answer WRONG_NODE either way. Those retries
+      // back off (5, 10, 20... ms); a lost node is routed around once.
+      const int allowed = wrong_node ? kMaxWrongNodeRetries : 1;
+      if (result.ok() || attempt >= allowed || !(wrong_node || lost_node) ||
+          Clock::now() >= deadline) {
         done(std::move(result));
         return;
       }
       RefreshAsync(deadline, [this, kind, idempotent, deadline, plan = std::move(plan),
                               decode = std::move(decode), merge = std::move(merge),
-                              done = std::move(done)](Status) mutable {
+                              done = std::move(done), attempt](Status) mutable {
         // The retry plans on the map as it is now, refreshed or not: a lost
         // node is marked down, so the plan routes around it.
-        Attempt<Part, Out>(kind, idempotent, deadline, std::move(plan), std::move(decode),
-                           std::move(merge), std::move(done), 1);
+        auto again = [this, kind, idempotent, deadline, plan = std::move(plan),
+                      decode = std::move(decode), merge = std::move(merge),
+                      done = std::move(done), attempt]() mutable {
+          Attempt<Part, Out>(kind, idempotent, deadline, std::move(plan), std::move(decode),
+                             std::move(merge), std::move(done), attempt + 1);
+        };
+        if (attempt == 0) {
+          again();
+          return;
+        }
+        auto timer = std::make_shared<asio::steady_timer>(io_);
+        timer->expires_after(std::chrono::milliseconds(5) * (1 << std::min(attempt - 1, 8)));
+        timer->async_wait([timer, again = std::move(again)](const boost::system::error_code&) mutable {
+          again();
+        });
       });
     };
     Scatter<Part, Out>(kind, idempotent, deadline, std::move(env), r->epoch(), std::move(targets),
@@ -501,15 +530,18 @@ class Client::Impl {
             t.error = part.status();
           }
         } else {
+          if (t.settled) return;  // settled early: a late replica's answer
           ++t.answered;
           if (part.ok()) {
             t.parts[ai] = std::move(part).value();
           } else if (t.error.ok() || part.status().code() == StatusCode::kWrongNode) {
             t.error = part.status();
           }
-          if (t.answered < t.target.addresses.size()) return;
           size_t successes = 0;
           for (const auto& p : t.parts) successes += p.has_value() ? 1 : 0;
+          const bool enough = t.target.settle_early && successes >= t.target.required &&
+                              t.error.code() != StatusCode::kWrongNode;
+          if (!enough && t.answered < t.target.addresses.size()) return;
           t.ok = successes >= t.target.required &&
                  !(t.error.code() == StatusCode::kWrongNode);
           if (!t.ok && t.error.ok()) t.error = Status::Internal("too few replicas answered");
@@ -689,35 +721,38 @@ void Client::PingAsync(Callback<std::chrono::microseconds> done, const CallOptio
       decode, slowest, std::move(done));
 }
 
+namespace {
+
+// A keyed read of one user: the read owners of its shard, live ones first.
+Planner UserPlan(Client::Impl* impl, UserId user, Encoder encode) {
+  return [impl, user, encode = std::move(encode)](const Route& r, Envelope&) {
+    std::vector<Target> t;
+    t.push_back(Target{impl->Candidates(r, r.ReadOwners(user >> r.shard_bits)), 0, encode});
+    return t;
+  };
+}
+
+}  // namespace
+
 void Client::GetTagsAsync(UserId user, bool with_ts, Callback<std::vector<TagHit>> done,
                           const CallOptions& call) {
-  Impl* impl = impl_.get();
   impl_->Routed<std::vector<TagHit>, std::vector<TagHit>>(
       "getTags", true, call,
-      [impl, user, with_ts](const Route& r, Envelope&) {
-        std::vector<Target> t;
-        t.push_back(Target{impl->Candidates(r, r.ReadOwners(user >> r.shard_bits)), 0,
-                           [user, with_ts](uint64_t id, const Envelope& env) {
-                             return EncodeGetTags(id, env, user, with_ts);
-                           }});
-        return t;
-      },
+      UserPlan(impl_.get(), user,
+               [user, with_ts](uint64_t id, const Envelope& env) {
+                 return EncodeGetTags(id, env, user, with_ts);
+               }),
       &DecodeGetTags, &FirstPart<std::vector<TagHit>>, std::move(done));
 }
 
 void Client::HasTagsAsync(UserId user, const std::vector<std::string>& tags,
                           Callback<std::vector<bool>> done, const CallOptions& call) {
-  Impl* impl = impl_.get();
   impl_->Routed<std::vector<bool>, std::vector<bool>>(
       "hasTags", true, call,
-      [impl, user, tags](const Route& r, Envelope&) {
-        std::vector<Target> t;
-        t.push_back(Target{impl->Candidates(r, r.ReadOwners(user >> r.shard_bits)), 0,
-                           [user, tags](uint64_t id, const Envelope& env) {
-                             return EncodeHasTags(id, env, user, tags);
-                           }});
-        return t;
-      },
+      UserPlan(impl_.get(), user,
+               [user, tags](uint64_t id, const Envelope& env) {
+                 return EncodeHasTags(id, env, user, tags);
+               }),
       &DecodeHasTags, &FirstPart<std::vector<bool>>, std::move(done));
 }
 

@@ -7,10 +7,13 @@
 #include <chrono>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "commands.h"
 #include "tagcache/client/client.h"
+#include "tagcache/cluster/repair.h"
 
 namespace tagcache::tagctl {
 namespace {
@@ -19,6 +22,7 @@ using cluster::ClusterMap;
 using cluster::NodeInfo;
 using Json = nlohmann::json;
 
+constexpr int kCopyThreads = 8;
 constexpr int kExitOk = 0;
 constexpr int kExitFailed = 1;
 
@@ -44,7 +48,7 @@ Result<std::unique_ptr<Client>> ConnectTo(const std::vector<std::string>& seeds,
   client::ClientOptions options;
   options.seeds = seeds;
   options.request_timeout = timeout;
-  options.connections_per_node = 1;
+  options.connections_per_node = 2;
   options.client_name = "tagctl";
   return Client::Connect(std::move(options));
 }
@@ -94,49 +98,89 @@ Result<MoveReport> CompleteMove(Client& client, const ClusterMap& moving, bool j
     for (const auto& d : *held) shards.insert(d.shard);
   }
   report.shards_total = shards.size();
-  uint64_t done = 0;
-  for (uint64_t shard : shards) {
-    std::vector<uint32_t> from = p.ReadOwners(shard);
-    for (uint32_t to : p.FinalOwners(shard)) {
-      if (std::find(from.begin(), from.end(), to) != from.end()) continue;
-      // Pull from the first old owner that answers; writes already reach
-      // the new owner, so the copy plus those writes is the whole shard.
-      Status last;
-      bool copied = false;
-      for (uint32_t source : from) {
-        Result<std::string> state = client.ExportShard(p.members()[source].address, shard);
-        if (!state.ok()) {
-          last = state.status();
-          continue;
+  // Shard copies run on kCopyThreads threads: each copy is two round trips
+  // and a logged merge (a group-commit wait), so one at a time would leave
+  // the nodes idle between copies.
+  std::vector<uint64_t> work(shards.begin(), shards.end());
+  std::mutex mu;
+  size_t next = 0, done = 0;
+  Status failure;
+  auto worker = [&] {
+    for (;;) {
+      uint64_t shard = 0;
+      {
+        std::lock_guard lock(mu);
+        if (next == work.size() || !failure.ok()) return;
+        shard = work[next++];
+      }
+      std::vector<uint32_t> from = p.ReadOwners(shard);
+      uint64_t bytes = 0, copies = 0;
+      Status error;
+      for (uint32_t to : p.FinalOwners(shard)) {
+        if (std::find(from.begin(), from.end(), to) != from.end()) continue;
+        // Pull from the first old owner that answers; writes already reach
+        // the new owner, so the copy plus those writes is the whole shard.
+        Status last;
+        bool copied = false;
+        for (uint32_t source : from) {
+          Result<std::string> state = client.ExportShard(p.members()[source].address, shard);
+          if (!state.ok()) {
+            last = state.status();
+            continue;
+          }
+          Status merged = client.MergeShard(p.members()[to].address, *state);
+          if (!merged.ok()) {
+            last = Status(merged.code(), "merging shard " + std::to_string(shard) + " into " +
+                                             p.members()[to].id + ": " + merged.message());
+            break;
+          }
+          bytes += state->size();
+          ++copies;
+          copied = true;
+          break;
         }
-        Status merged = client.MergeShard(p.members()[to].address, *state);
-        if (!merged.ok()) return Status(merged.code(), "merging shard " + std::to_string(shard) +
-                                                           " into " + p.members()[to].id + ": " +
-                                                           merged.message());
-        report.bytes += state->size();
-        ++report.shards_copied;
-        copied = true;
-        break;
+        if (!copied) {
+          error = Status(last.code(), "shard " + std::to_string(shard) + ": " + last.message());
+          break;
+        }
       }
-      if (!copied) {
-        return Status(last.code(), "no old owner of shard " + std::to_string(shard) +
-                                       " could export it: " + last.message());
+      std::lock_guard lock(mu);
+      if (!error.ok() && failure.ok()) failure = error;
+      report.bytes += bytes;
+      report.shards_copied += copies;
+      ++done;
+      if (!json && (done % 64 == 0 || done == work.size())) {
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        std::cerr << "\rmoving: " << done << "/" << work.size() << " shards, "
+                  << report.bytes / 1e6 << " MB, " << (s > 0 ? report.bytes / 1e6 / s : 0)
+                  << " MB/s   " << std::flush;
       }
     }
-    ++done;
-    if (!json && (done % 64 == 0 || done == shards.size())) {
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::cerr << "\rmoving: " << done << "/" << shards.size() << " shards, "
-                << report.bytes / 1e6 << " MB, " << (s > 0 ? report.bytes / 1e6 / s : 0) << " MB/s"
-                << std::flush;
-    }
-  }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCopyThreads; ++i) threads.emplace_back(worker);
+  for (std::thread& t : threads) t.join();
+  if (!failure.ok()) return failure;
   if (!json && !shards.empty()) std::cerr << '\n';
   ClusterMap settled = moving;
   settled.epoch = moving.epoch + 1;
   settled.moving = false;
   settled.from_nodes.clear();
+  // The target nodes first: once they serve the settled map, removed nodes
+  // learn it too, retire (own nothing, answer WRONG_NODE) and hand the new
+  // map to clients that still list them as seeds.
   if (Status s = Publish(client, settled, settled.nodes); !s.ok()) return s;
+  std::vector<NodeInfo> removed;
+  for (const NodeInfo& old : moving.from_nodes) {
+    bool kept = false;
+    for (const NodeInfo& n : settled.nodes) kept = kept || n.id == old.id;
+    if (!kept) removed.push_back(old);
+  }
+  if (Status s = Publish(client, settled, removed); !s.ok()) {
+    std::cerr << "tagctl: warning: " << s.ToString()
+              << " (the move is complete; stop the removed node)\n";
+  }
   report.epoch = settled.epoch;
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
@@ -274,67 +318,17 @@ int Show(Client& client, const Invocation& inv) {
   return kExitOk;
 }
 
-// Compares each shard's digest across its replicas and merges differing
-// copies both ways: every replica ends with the merge of all of them.
 int Repair(Client& client, const Invocation& inv) {
-  ClusterMap map = client.cluster_map();
-  if (map.epoch == 0) return Fail(Status::BadRequest("no cluster map: nothing to repair"));
-  if (map.moving) return Fail(Status::BadRequest("a move is in progress: finish it with rebalance"));
-  auto placement = *cluster::Placement::Build(map);
-  std::vector<std::map<uint64_t, uint64_t>> digests(placement->members().size());
-  std::set<uint64_t> shards;
-  for (size_t i = 0; i < placement->members().size(); ++i) {
-    Result<std::vector<client::ShardDigest>> held =
-        client.NodeShardDigests(placement->members()[i].address);
-    if (!held.ok()) {
-      return Fail(Status(held.status().code(),
-                         placement->members()[i].id + ": " + held.status().message()));
-    }
-    for (const auto& d : *held) {
-      digests[i][d.shard] = d.digest;
-      shards.insert(d.shard);
-    }
-  }
-  uint64_t repaired = 0, merges = 0, bytes = 0;
-  for (uint64_t shard : shards) {
-    std::vector<uint32_t> owners = placement->ReadOwners(shard);
-    std::set<uint64_t> seen;
-    for (uint32_t o : owners) {
-      auto it = digests[o].find(shard);
-      seen.insert(it == digests[o].end() ? 0 : it->second);
-    }
-    if (seen.size() <= 1) continue;
-    ++repaired;
-    // Export every copy first, then merge each into every other owner.
-    std::vector<std::pair<uint32_t, std::string>> copies;
-    for (uint32_t o : owners) {
-      if (digests[o].count(shard) == 0) continue;
-      Result<std::string> state = client.ExportShard(placement->members()[o].address, shard);
-      if (!state.ok()) return Fail(state.status());
-      copies.emplace_back(o, std::move(*state));
-    }
-    for (const auto& [from, state] : copies) {
-      for (uint32_t to : owners) {
-        if (to == from) continue;
-        if (Status s = client.MergeShard(placement->members()[to].address, state); !s.ok()) {
-          return Fail(s);
-        }
-        ++merges;
-        bytes += state.size();
-      }
-    }
-    if (!inv.json) {
-      std::cout << "shard " << shard << ": " << seen.size() << " differing copies merged\n";
-    }
-  }
+  Result<cluster::RepairReport> r = cluster::RepairShards(client);
+  if (!r.ok()) return Fail(r.status());
   if (inv.json) {
-    std::cout << Json{{"command", "repair"}, {"shards", shards.size()}, {"repaired", repaired},
-                      {"merges", merges}, {"bytes", bytes}}
+    std::cout << Json{{"command", "repair"}, {"shards", r->shards_checked},
+                      {"repaired", r->shards_repaired}, {"merges", r->merges}, {"bytes", r->bytes}}
                      .dump()
               << '\n';
   } else {
-    std::cout << "repair: " << shards.size() << " shard(s) checked, " << repaired
-              << " repaired with " << merges << " merge(s), " << bytes << " bytes\n";
+    std::cout << "repair: " << r->shards_checked << " shard(s) checked, " << r->shards_repaired
+              << " repaired with " << r->merges << " merge(s), " << r->bytes << " bytes\n";
   }
   return kExitOk;
 }

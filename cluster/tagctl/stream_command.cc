@@ -295,13 +295,13 @@ int RunStream(const Invocation& inv) {
       if (fd >= 0) ::close(fd);
     }
   } owned;
-  if (!inv.stream_input.empty() && inv.stream_input != "-") {
-    fd = ::open(inv.stream_input.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      complain(inv.stream_input + ": " + std::strerror(errno));
-      return kExitFailed;
-    }
-    owned.fd = fd;
+  const bool from_file = !inv.stream_input.empty() && inv.stream_input != "-";
+  // A missing or unreadable input is reported before anything else; the
+  // file itself is opened once the cluster is reached (opening a FIFO
+  // blocks until its writer comes, which may wait for us to be connected).
+  if (from_file && ::access(inv.stream_input.c_str(), R_OK) != 0) {
+    complain(inv.stream_input + ": " + std::strerror(errno));
+    return kExitFailed;
   }
 
   client::ClientOptions copts;
@@ -315,6 +315,14 @@ int RunStream(const Invocation& inv) {
     return kExitFailed;
   }
   std::unique_ptr<Client> client = std::move(*connected);
+  if (from_file) {
+    fd = ::open(inv.stream_input.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      complain(inv.stream_input + ": " + std::strerror(errno));
+      return kExitFailed;
+    }
+    owned.fd = fd;
+  }
 
   ingest::EventSenderOptions sopts;
   sopts.batch_events = std::max<size_t>(inv.batch_events, 1);

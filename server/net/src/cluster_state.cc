@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "tagcache/cluster/map_codec.h"
@@ -32,7 +33,7 @@ bool SameMap(const cluster::ClusterMap& a, const cluster::ClusterMap& b) {
 
 std::string DescribeNode(const ClusterState::View& view) {
   if (!view.clustered()) return "this standalone node";
-  return "node " + view.placement->members()[view.self].id + " (epoch " +
+  return "node " + view.id + (view.member ? "" : ", removed from the cluster,") + " (epoch " +
          std::to_string(view.epoch()) + ")";
 }
 
@@ -63,9 +64,10 @@ Status ClusterState::Load() {
       cluster::Placement::Build(decoded->map);
   if (!placement.ok()) return Status::IoError(path + ": " + placement.status().message());
   const int self = (*placement)->IndexOf(decoded->node_id);
-  if (self < 0) return Status::IoError(path + ": node id " + decoded->node_id + " is not in the map");
   std::lock_guard lock(mu_);
-  view_ = View{std::move(*placement), static_cast<uint32_t>(self)};
+  // Not in the map: the map that removed this node (it stays retired).
+  view_ = View{std::move(*placement), static_cast<uint32_t>(std::max(self, 0)), self >= 0,
+               decoded->node_id};
   node_id_ = decoded->node_id;
   spdlog::info("cluster map epoch {} loaded: this is node {}", view_.epoch(), node_id_);
   return Status::Ok();
@@ -97,9 +99,13 @@ Status ClusterState::Install(const cluster::ClusterMap& map, const std::string& 
   Result<std::shared_ptr<const cluster::Placement>> placement = cluster::Placement::Build(map);
   if (!placement.ok()) return placement.status();
   const int self = (*placement)->IndexOf(node_id);
-  if (self < 0) return Status::BadRequest("node id " + node_id + " is not in the map");
   {
     std::lock_guard lock(mu_);
+    // A node may be handed a map without itself only as the map that
+    // removes it: it must be a member now, under the same id.
+    if (self < 0 && !(view_.clustered() && view_.member && node_id == node_id_)) {
+      return Status::BadRequest("node id " + node_id + " is not in the map");
+    }
     if (view_.clustered()) {
       const cluster::ClusterMap& current = view_.placement->map();
       if (map.epoch < current.epoch || (map.epoch == current.epoch && !SameMap(map, current))) {
@@ -114,13 +120,14 @@ Status ClusterState::Install(const cluster::ClusterMap& map, const std::string& 
   uint64_t previous = 0;
   {
     std::lock_guard lock(mu_);
-    view_ = View{std::move(*placement), static_cast<uint32_t>(self)};
+    view_ = View{std::move(*placement), static_cast<uint32_t>(std::max(self, 0)), self >= 0, node_id};
     node_id_ = node_id;
     previous = generation_++;
   }
   DrainWritesBefore(previous + 1);
-  spdlog::info("cluster map epoch {} installed{}: this is node {}", map.epoch,
-               map.moving ? " (a move is in progress)" : "", node_id);
+  spdlog::info("cluster map epoch {} installed{}: this is node {}{}", map.epoch,
+               map.moving ? " (a move is in progress)" : "", node_id,
+               self < 0 ? ", removed from the cluster: it serves nothing any more" : "");
   return Status::Ok();
 }
 

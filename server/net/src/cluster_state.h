@@ -29,6 +29,10 @@ class ClusterState {
   struct View {
     std::shared_ptr<const cluster::Placement> placement;
     uint32_t self = 0;
+    // False for a node removed from the cluster: it keeps the map that
+    // removed it (so clients asking it learn the new map) and owns nothing.
+    bool member = true;
+    std::string id;  // this node's id ("" when standalone)
     bool clustered() const { return placement != nullptr; }
     uint64_t epoch() const { return placement ? placement->epoch() : 0; }
   };
@@ -48,9 +52,10 @@ class ClusterState {
 
   // Validates, persists (temp file, fsync, rename, fsync dir) and switches
   // to `map`, then waits (bounded) for writes admitted under the previous
-  // map to finish. BAD_REQUEST for an invalid map, a node id not in it, a
-  // shard_bits other than the node's, or an epoch older than the current
-  // one (STALE); the same epoch with the same content is accepted (a retry).
+  // map to finish. BAD_REQUEST for an invalid map, a node id not in it
+  // (unless the node was a member of its current map: then it is retired),
+  // a shard_bits other than the node's; WRONG_NODE for an epoch older than
+  // the current one. The same epoch with the same content is accepted (a retry).
   Status Install(const cluster::ClusterMap& map, const std::string& node_id);
 
   // Write admission: Enter() before a write's ownership check, Exit() with

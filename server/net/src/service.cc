@@ -42,16 +42,25 @@ enum class Access : uint8_t { kRead, kWrite };
 
 Status WrongNode(std::string msg) { return Status(StatusCode::kWrongNode, std::move(msg)); }
 
-// WRONG_NODE when the client routed with an older map than this node's: it
-// must refresh before its routing can be trusted (writes during a move
-// must reach the new owners too).
+// WRONG_NODE unless the client routed with this node's map. An older
+// client map must be refreshed (during a move, writes must reach the new
+// owners too); a newer one means this node has not been given it yet (a
+// map is published node by node) and the client retries shortly. Judging a
+// request by another map than its sender's would count shards twice or
+// not at all.
 Status CheckEpoch(const ClusterState::View& view, uint64_t request_epoch) {
-  if (!view.clustered() || request_epoch == 0 || request_epoch >= view.epoch()) {
-    return Status::Ok();
+  if (request_epoch == 0 || request_epoch == view.epoch()) {
+    if (!view.clustered() || view.member) return Status::Ok();
+    return WrongNode(DescribeNode(view) + " owns no shard");
+  }
+  if (request_epoch < view.epoch()) {
+    return WrongNode("the request was routed with cluster map epoch " +
+                     std::to_string(request_epoch) + " but " + DescribeNode(view) +
+                     " has a newer map: refresh it");
   }
   return WrongNode("the request was routed with cluster map epoch " +
                    std::to_string(request_epoch) + " but " + DescribeNode(view) +
-                   " has a newer map: refresh it");
+                   " has not received that map yet: retry shortly");
 }
 
 std::string OwnerList(const cluster::Placement& p, const std::vector<uint32_t>& owners) {
@@ -64,6 +73,7 @@ std::string OwnerList(const cluster::Placement& p, const std::vector<uint32_t>& 
 // serves every shard.
 Status CheckShard(const ClusterState::View& view, uint64_t shard, Access access) {
   if (!view.clustered()) return Status::Ok();
+  if (!view.member) return WrongNode(DescribeNode(view) + " owns no shard");
   const cluster::Placement& p = *view.placement;
   std::vector<uint32_t> owners = access == Access::kRead ? p.ReadOwners(shard) : p.WriteOwners(shard);
   if (std::find(owners.begin(), owners.end(), view.self) != owners.end()) return Status::Ok();
@@ -78,6 +88,7 @@ Status CheckShard(const ClusterState::View& view, uint64_t shard, Access access)
 ShardFilter AudienceFilter(const ClusterState::View& view,
                            capnp::List<capnp::Text>::Reader down_in) {
   if (!view.clustered()) return {};
+  if (!view.member) return [](uint64_t) { return false; };
   std::vector<std::string> down;
   for (auto d : down_in) down.emplace_back(d.begin(), d.size());
   return [placement = view.placement, self = view.self, down = std::move(down)](uint64_t shard) {
@@ -531,7 +542,7 @@ StatusCode Service::ApplyWrite(const PreparedWrite& write, Response::Builder res
       const ClusterState::View view = cluster_.Current();
       if (view.clustered()) {
         std::erase_if(outcome->missing_shards, [&](uint64_t shard) {
-          return !view.placement->IsWriteOwner(view.self, shard);
+          return !view.member || !view.placement->IsWriteOwner(view.self, shard);
         });
       }
       auto out = resp.initCommitSnapshot();
@@ -570,7 +581,7 @@ StatusCode Service::ExecuteClusterRequest(Request::Reader req, Response::Builder
       auto out = resp.initClusterMap();
       if (view.clustered()) {
         cluster::WriteMap(view.placement->map(), out.initMap());
-        out.setNodeId(view.placement->members()[view.self].id);
+        out.setNodeId(view.id);
       } else {
         out.initMap().setEpoch(0);
       }
@@ -619,7 +630,9 @@ StatusCode Service::ExecuteClusterRequest(Request::Reader req, Response::Builder
 size_t Service::DropUnownedShards() {
   const ClusterState::View view = cluster_.Current();
   if (view.clustered()) engine_.SetUnknownTagsEmpty(true);
-  if (!view.clustered() || view.placement->map().moving) return 0;
+  // A removed node keeps its data until it is stopped: dropping everything
+  // on a mistaken remove-node would leave nothing to recover from.
+  if (!view.clustered() || !view.member || view.placement->map().moving) return 0;
   size_t dropped = 0;
   for (uint64_t shard : engine_.ShardIds()) {
     if (view.placement->IsWriteOwner(view.self, shard)) continue;

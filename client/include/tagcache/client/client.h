@@ -226,15 +226,18 @@ using Callback = std::function<void(Result<T>)>;
 // replica in parallel and succeed per ClientOptions::write_concern;
 // audience queries go to every live node, each evaluating the shards it is
 // the first live replica of. A WRONG_NODE answer (or a response from a
-// newer epoch) refreshes the map and retries the call once.
+// newer epoch) refreshes the map and retries the call, backing off while a
+// new map is being published node by node (about 2.5 s at most, within the
+// call's deadline).
 //
 // Retries: a read (every call except ApplyEvents, LoadSnapshot,
 // CommitSnapshot and Checkpoint) whose connection is lost after it was sent is re-sent
 // once on another connection of the node if its deadline allows. Writes are
-// never re-sent automatically after a transport error: the write may or may
-// not have been applied (they are re-sent after WRONG_NODE, which means they
-// were not). Re-sending one is always safe (the merge is idempotent), so a
-// caller may retry writes itself.
+// never re-sent automatically after a transport error. After WRONG_NODE a
+// write is re-planned and re-sent to every replica of the new plan, although
+// replicas that accepted it the first time already applied it: re-sending a
+// write is always harmless (the merge is idempotent), so a caller may retry
+// writes itself too.
 class Client {
  public:
   // Connects to the first seed that accepts a connection and answers the
