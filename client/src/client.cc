@@ -1096,6 +1096,14 @@ Result<std::vector<ShardDigest>> Client::NodeShardDigests(const std::string& add
   });
 }
 
+Result<std::vector<uint64_t>> Client::NodeShards(const std::string& address,
+                                                const CallOptions& call) {
+  return impl_->Wait<std::vector<uint64_t>>([&](Callback<std::vector<uint64_t>> done) {
+    impl_->Direct<std::vector<uint64_t>>("listShards", true, call, address, &EncodeListShards,
+                                         &DecodeListShards, std::move(done));
+  });
+}
+
 Result<std::string> Client::ExportShard(const std::string& address, uint64_t shard,
                                         const CallOptions& call) {
   return impl_->Wait<std::string>([&](Callback<std::string> done) {

@@ -216,6 +216,10 @@ std::vector<uint8_t> EncodeShardDigests(uint64_t id, const Envelope& env) {
   return Encode(id, env, [](wire::Request::Builder r) { r.setShardDigests(); });
 }
 
+std::vector<uint8_t> EncodeListShards(uint64_t id, const Envelope& env) {
+  return Encode(id, env, [](wire::Request::Builder r) { r.setListShards(); });
+}
+
 std::vector<uint8_t> EncodeExportShard(uint64_t id, const Envelope& env, uint64_t shard) {
   return Encode(id, env, [&](wire::Request::Builder r) { r.initExportShard().setShard(shard); });
 }
@@ -469,6 +473,16 @@ Result<std::string> DecodeExportShard(const wire::Response::Reader& response) {
   return Decode<std::string>(response, wire::Response::EXPORT_SHARD, "exportShard", [&] {
     auto data = response.getExportShard();
     return std::string(reinterpret_cast<const char*>(data.begin()), data.size());
+  });
+}
+
+Result<std::vector<uint64_t>> DecodeListShards(const wire::Response::Reader& response) {
+  return Decode<std::vector<uint64_t>>(response, wire::Response::LIST_SHARDS, "listShards", [&] {
+    auto list = response.getListShards();
+    std::vector<uint64_t> out;
+    out.reserve(list.size());
+    for (uint64_t shard : list) out.push_back(shard);
+    return out;
   });
 }
 

@@ -57,6 +57,7 @@ std::vector<uint8_t> EncodeSetClusterMap(uint64_t id, const Envelope& env,
                                          const cluster::ClusterMap& map,
                                          const std::string& node_id);
 std::vector<uint8_t> EncodeShardDigests(uint64_t id, const Envelope& env);
+std::vector<uint8_t> EncodeListShards(uint64_t id, const Envelope& env);
 std::vector<uint8_t> EncodeExportShard(uint64_t id, const Envelope& env, uint64_t shard);
 std::vector<uint8_t> EncodeMergeShard(uint64_t id, const Envelope& env, const std::string& state);
 
@@ -84,6 +85,7 @@ Result<NodeCheckpoint> DecodeCheckpoint(const wire::Response::Reader& response);
 Result<NodeMap> DecodeClusterMap(const wire::Response::Reader& response);
 Result<std::vector<ShardDigest>> DecodeShardDigests(const wire::Response::Reader& response);
 Result<std::string> DecodeExportShard(const wire::Response::Reader& response);
+Result<std::vector<uint64_t>> DecodeListShards(const wire::Response::Reader& response);
 Status DecodeMergeShard(const wire::Response::Reader& response);
 Status DecodeSetClusterMap(const wire::Response::Reader& response);
 

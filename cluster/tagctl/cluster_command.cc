@@ -93,9 +93,9 @@ Result<MoveReport> CompleteMove(Client& client, const ClusterMap& moving, bool j
   // Every shard some old owner holds state for.
   std::set<uint64_t> shards;
   for (const NodeInfo& n : moving.from_nodes) {
-    Result<std::vector<client::ShardDigest>> held = client.NodeShardDigests(n.address);
+    Result<std::vector<uint64_t>> held = client.NodeShards(n.address);
     if (!held.ok()) return Status(held.status().code(), n.id + ": " + held.status().message());
-    for (const auto& d : *held) shards.insert(d.shard);
+    shards.insert(held->begin(), held->end());
   }
   report.shards_total = shards.size();
   // Shard copies run on kCopyThreads threads: each copy is two round trips
@@ -273,7 +273,7 @@ int Show(Client& client, const Invocation& inv) {
     Json j{{"id", n.id}, {"address", n.address}};
     Result<client::NodeStats> stats = client.NodeStatsOf(n.address);
     Result<client::NodeMap> node_map = client.GetNodeMap(n.address);
-    Result<std::vector<client::ShardDigest>> held = client.NodeShardDigests(n.address);
+    Result<std::vector<uint64_t>> held = client.NodeShards(n.address);
     j["health"] = stats.ok() ? "up" : "down: " + stats.status().ToString();
     if (node_map.ok()) j["epoch"] = node_map->map.epoch;
     if (stats.ok()) {
@@ -283,9 +283,10 @@ int Show(Client& client, const Invocation& inv) {
     }
     if (held.ok()) {
       uint64_t owned = 0;
-      for (const auto& d : *held) {
-        owned += !placement || placement->IsReadOwner(
-                                   static_cast<uint32_t>(placement->IndexOf(n.id)), d.shard);
+      const int index = placement ? placement->IndexOf(n.id) : -1;
+      for (uint64_t shard : *held) {
+        owned += !placement ||
+                 (index >= 0 && placement->IsReadOwner(static_cast<uint32_t>(index), shard));
       }
       j["shards_held"] = held->size();
       j["shards_owned"] = owned;

@@ -107,6 +107,7 @@ struct Request {
     shardDigests @19 :Void;             # admin: every shard this node holds, with its digest
     exportShard @20 :ExportShard;       # admin: one shard's state, for repair and moves
     mergeShard @21 :MergeShard;         # admin: merge a state exported by a peer (logged)
+    listShards @22 :Void;               # admin: the shards this node holds state for
   }
   # The epoch of the cluster map the client routed this request with; 0: a
   # client that does not route by a map. A node whose map is newer answers
@@ -199,6 +200,7 @@ struct Response {
     shardDigests @19 :List(ShardDigest);
     exportShard @20 :Data;
     mergeShard @21 :Void;
+    listShards @22 :List(UInt64);
   }
   # The node's map epoch (0: none). Set on every response; a client that
   # sees a newer epoch than its own refreshes its map.

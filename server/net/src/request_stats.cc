@@ -9,7 +9,7 @@ std::string_view KindName(size_t kind) {
       "hello",        "ping",           "getTags",         "hasTags", "getTagsBatch",
       "count",        "audience",       "audienceBitmaps", "topTags", "applyEvents",
       "loadSnapshot", "commitSnapshot", "stats",           "checkpoint", "getClusterMap",
-      "setClusterMap", "shardDigests", "exportShard",    "mergeShard", "unknown",
+      "setClusterMap", "shardDigests", "exportShard",    "mergeShard", "listShards", "unknown",
       "malformed"};
   return kind < kNumKinds ? kNames[kind] : std::string_view("unknown");
 }

@@ -13,10 +13,10 @@
 namespace tagcache::net {
 
 // Request kinds as counted: the wire union's members in schema order
-// (Request::Which values 0..18), then two pseudo-kinds.
-inline constexpr size_t kKindUnknown = 19;    // a union member this node does not know
-inline constexpr size_t kKindMalformed = 20;  // a frame that could not be read at all
-inline constexpr size_t kNumKinds = 21;
+// (Request::Which values 0..19), then two pseudo-kinds.
+inline constexpr size_t kKindUnknown = 20;    // a union member this node does not know
+inline constexpr size_t kKindMalformed = 21;  // a frame that could not be read at all
+inline constexpr size_t kNumKinds = 22;
 
 // Stable name of a kind, as Stats reports it ("getTags", "malformed"...).
 std::string_view KindName(size_t kind);

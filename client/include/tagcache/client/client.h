@@ -330,6 +330,9 @@ class Client {
                     const std::string& node_id, const CallOptions& call = {});
   Result<std::vector<ShardDigest>> NodeShardDigests(const std::string& address,
                                                     const CallOptions& call = {});
+  // The shards the node holds any state for, ascending (cheap: no digests).
+  Result<std::vector<uint64_t>> NodeShards(const std::string& address,
+                                           const CallOptions& call = {});
   // One shard's state (with every tag's rule-4 record) as an opaque,
   // self-checking byte string, for MergeShard on another node.
   Result<std::string> ExportShard(const std::string& address, uint64_t shard,
