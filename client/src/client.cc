@@ -139,6 +139,7 @@ class Client::Impl {
 
   ~Impl() {
     asio::post(io_, [this] {
+      closing_ = true;
       for (auto& [address, pool] : pools_) pool->Close(Status::IoError("client closed"));
       for (auto& pool : retired_pools_) pool->Close(Status::IoError("client closed"));
     });
@@ -572,6 +573,12 @@ class Client::Impl {
 
   // On the I/O thread: the pool of `address`, created on first use.
   void Dispatch(const std::string& address, CallPtr call) {
+    // A retry timer may fire while the client is being destroyed: no new
+    // pool then (its reconnect loop would keep the I/O thread alive).
+    if (closing_) {
+      FailCall(*call, Status::IoError("client closed"));
+      return;
+    }
     auto it = pools_.find(address);
     if (it == pools_.end()) {
       Result<HostPort> hp = ParseHostPort(address);
@@ -634,6 +641,7 @@ class Client::Impl {
   mutable std::mutex down_mu_;
   std::unordered_map<std::string, Clock::time_point> down_until_;  // guarded by down_mu_
 
+  bool closing_ = false;  // I/O thread only: set when the destructor starts
   // By address; I/O thread only (Start() hands its first pool over there).
   std::map<std::string, std::unique_ptr<NodePool>> pools_;
   std::vector<std::unique_ptr<NodePool>> retired_pools_;  // seeds that did not answer

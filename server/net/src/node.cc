@@ -71,7 +71,9 @@ class Node::Impl {
                  options_.data_dir, engine_.shard_bits()),
         service_(engine_, cluster_, LimitsOf(options_), options_.node_name,
                  ThreadsOr(options_.io_threads)),
-        pool_(ThreadsOr(options_.workers)) {
+        // At least two: a map change waits on a worker for earlier writes,
+        // whose logged completions also need a worker to finish.
+        pool_(std::max<size_t>(2, ThreadsOr(options_.workers))) {
     const size_t n = ThreadsOr(options_.io_threads);
     loops_.reserve(n);
     for (size_t i = 0; i < n; ++i) {
