@@ -11,6 +11,8 @@
 #    same load and the same Counts (fan-out to three nodes, merged).
 # 4. A fourth node joins: `tagctl cluster add-node` is timed and reports the
 #    shard state bytes it moved; then every Count is checked again.
+# Environment: QUERY_THREADS (per node, default 0 = cores), SETTLE (seconds
+# to wait after a load before timing, default 15).
 # Every process started here is stopped by its pid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,9 +48,15 @@ stop_all() {
 }
 trap stop_all EXIT
 
+QUERY_THREADS=${QUERY_THREADS:-0}  # per node; 1 suits three nodes sharing two cores
+# A bulk load drops each shard's per-user index and rebuilds it 500 ms after
+# the last write (seconds of CPU for 5 * 10^8 assignments): measure after it.
+SETTLE=${SETTLE:-15}
+
 start_node() {  # start_node NAME PORT
   mkdir -p "$DIR/$1"
   "$SERVER" --listen "127.0.0.1:$2" --data-dir "$DIR/$1" --fsync batch --repair-interval-s 0 \
+    --query-threads "$QUERY_THREADS" \
     >"$DIR/$1.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 100); do
@@ -71,7 +79,8 @@ du -sh "$DIR/roaring"
 echo "== one node"
 start_node single 7601
 "$TAGCTL" --seeds 127.0.0.1:7601 --timeout 600000 load "$DIR/roaring" --ts 1000 --json
-"$COUNT" --seeds 127.0.0.1:7601 --reps 50 "${EXPRS[@]}"
+sleep "$SETTLE"
+"$COUNT" --seeds 127.0.0.1:7601 --reps 300 "${EXPRS[@]}"
 stop_all
 
 echo "== three nodes, replicas $REPLICAS"
@@ -81,7 +90,8 @@ start_node n3 7613
 "$TAGCTL" --seeds 127.0.0.1:7611 cluster init --replicas "$REPLICAS" \
   --nodes n1=127.0.0.1:7611,n2=127.0.0.1:7612,n3=127.0.0.1:7613
 "$TAGCTL" --seeds 127.0.0.1:7611 --timeout 600000 load "$DIR/roaring" --ts 1000 --json
-"$COUNT" --seeds 127.0.0.1:7611 --reps 50 "${EXPRS[@]}"
+sleep "$SETTLE"
+"$COUNT" --seeds 127.0.0.1:7611 --reps 300 "${EXPRS[@]}"
 
 echo "== add a fourth node"
 start_node n4 7614

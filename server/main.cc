@@ -236,6 +236,10 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "Log level")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   app.add_option("--port-file", port_file, "Write the bound port to this file once listening");
+  int query_threads = 0;
+  app.add_option("--query-threads", query_threads,
+                 "Threads one audience query uses over this node's shards (0: cores)")
+      ->check(CLI::Range(0, 1024));
   int64_t repair_interval_s = 300;
   app.add_option("--repair-interval-s", repair_interval_s,
                  "Seconds between background repair passes of a clustered node (0: none)")
@@ -257,7 +261,7 @@ int main(int argc, char** argv) {
   options.hello_timeout = std::chrono::milliseconds(hello_timeout_ms);
   options.write_timeout = std::chrono::milliseconds(write_timeout_ms);
   options.shutdown_grace = std::chrono::milliseconds(shutdown_grace_ms);
-  options.engine.query_threads = static_cast<int>(cores);
+  options.engine.query_threads = query_threads > 0 ? query_threads : static_cast<int>(cores);
   options.stop_on_signals = true;
 
   uint64_t bytes = 0;
