@@ -347,6 +347,9 @@ int RunCluster(const Invocation& inv) {
     ClusterMap current = c.cluster_map();
     if (current.epoch == 0) return Fail(Status::BadRequest("no cluster map"));
     if (!current.moving) {
+      // Nothing to move; make sure every node holds the map (a node whose
+      // map file was lost starts standalone and gets it back here).
+      if (Status s = Publish(c, current, current.nodes); !s.ok()) return Fail(s);
       if (inv.json) {
         std::cout << Json{{"command", "rebalance"}, {"epoch", current.epoch}, {"moved", 0}}.dump()
                   << '\n';

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -34,6 +35,8 @@
 
 namespace tagcache::testing {
 namespace {
+
+namespace fs = std::filesystem;
 
 using client::Client;
 using client::Event;
@@ -619,6 +622,44 @@ TEST_F(ClusterTest, BackgroundRepairPassConverges) {
   ASSERT_TRUE(late.ok()) << late.status().ToString();
   EXPECT_EQ(*late, while_down.size());
   std::printf("[ timing ] BackgroundRepairPassConverges: %.2f s\n", SecondsSince(start));
+}
+
+// A node whose cluster.map is lost comes back standalone; `cluster
+// rebalance` on the settled map hands it the map again, and a repair makes
+// its replicas whole.
+TEST_F(ClusterTest, ANodeThatLostItsMapGetsItBackFromRebalance) {
+  StartCluster({"n1", "n2", "n3"}, 2);
+  if (HasFatalFailure()) return;
+  auto c = Connect({node("n1").address()});
+  ASSERT_NE(c, nullptr);
+  ApplyAll(*c, BaseEvents());
+  if (HasFatalFailure()) return;
+  const uint16_t n2_port = node("n2").port;
+  ASSERT_EQ(node("n2").process->Terminate(), 0);
+  ASSERT_TRUE(fs::remove(node("n2").data_dir + "/cluster.map"));
+  ASSERT_NE(StartNode("n2", n2_port).process, nullptr);
+  auto before = c->GetNodeMap(node("n2").address());
+  for (int i = 0; i < 100 && !before.ok(); ++i) {
+    std::this_thread::sleep_for(milliseconds(50));
+    before = c->GetNodeMap(node("n2").address());
+  }
+  ASSERT_TRUE(before.ok()) << before.status().ToString();
+  EXPECT_EQ(before->map.epoch, 0u) << "no map file: standalone";
+
+  RunResult rebalance = Tagctl(node("n1").address(), {"cluster", "rebalance"});
+  ASSERT_EQ(rebalance.exit_code, 0) << rebalance.err;
+  auto after = c->GetNodeMap(node("n2").address());
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_EQ(after->map.epoch, 1u);
+  EXPECT_EQ(after->node_id, "n2");
+  Json repair = TagctlJson(node("n3").address(), {"cluster", "repair"});
+  EXPECT_EQ(repair["repaired"], 0) << "n2 kept its data: nothing to repair " << repair;
+  ExpectReplicasAgree(*c, c->cluster_map());
+  for (UserId u = 0; u < kBaseUsers; u += 53) {
+    auto tags = c->GetTags(u);
+    ASSERT_TRUE(tags.ok()) << tags.status().ToString();
+    EXPECT_EQ(Names(*tags), BaseTagsOf(u)) << "user " << u;
+  }
 }
 
 // ---- 3. Moves under load -----------------------------------------------------
