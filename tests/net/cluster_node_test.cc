@@ -4,7 +4,6 @@
 // not own and tells a client routing with no map where to go; state
 // transfers round-trip and garbage is refused without hurting the node.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <chrono>
 #include <filesystem>
@@ -14,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/temp_dir.h"
 #include "tagcache/client/client.h"
 #include "tagcache/cluster/cluster_map.h"
 #include "tagcache/net/node.h"
@@ -22,26 +22,10 @@ namespace tagcache::net {
 namespace {
 
 namespace fs = std::filesystem;
+using TempDir = tagcache::testing::ScopedTempDir;
 using std::chrono::milliseconds;
 
 constexpr int kShardBits = 10;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "cluster_node_test.XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 NodeOptions Options(const std::string& data_dir) {
   NodeOptions o;
