@@ -16,6 +16,7 @@
 #include "common/temp_dir.h"
 #include "tagcache/client/client.h"
 #include "tagcache/cluster/cluster_map.h"
+#include "net/running_node.h"
 #include "tagcache/net/node.h"
 
 namespace tagcache::net {
@@ -39,35 +40,6 @@ NodeOptions Options(const std::string& data_dir) {
   o.data_dir = data_dir;
   o.durability.recovery_threads = 1;
   return o;
-}
-
-// A node serving on its own thread; destroying it stops it.
-class RunningNode {
- public:
-  static Result<std::unique_ptr<RunningNode>> Start(NodeOptions options) {
-    auto node = std::make_unique<Node>(std::move(options));
-    Status s = node->Start();
-    if (!s.ok()) return s;
-    return std::unique_ptr<RunningNode>(new RunningNode(std::move(node)));
-  }
-  ~RunningNode() {
-    node_->Stop();
-    thread_.join();
-  }
-  std::string address() const { return "127.0.0.1:" + std::to_string(node_->port()); }
-
- private:
-  explicit RunningNode(std::unique_ptr<Node> node) : node_(std::move(node)) {
-    thread_ = std::thread([n = node_.get()] { n->Run(); });
-  }
-  std::unique_ptr<Node> node_;
-  std::thread thread_;
-};
-
-std::unique_ptr<RunningNode> MustStart(NodeOptions options) {
-  auto r = RunningNode::Start(std::move(options));
-  EXPECT_TRUE(r.ok()) << r.status().ToString();
-  return r.ok() ? std::move(r).value() : nullptr;
 }
 
 std::unique_ptr<Client> Connect(const std::string& address) {

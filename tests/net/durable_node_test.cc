@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "net/running_node.h"
 #include "tagcache/client/client.h"
 #include "tagcache/net/node.h"
 #include "tagcache/protocol/bitmap.h"
@@ -82,55 +83,6 @@ NodeOptions DurableOptions(const std::string& data_dir) {
   NodeOptions o = BaseOptions();
   o.data_dir = data_dir;
   return o;
-}
-
-// A started node serving on its own thread. Destroying it stops it and
-// waits for Run() to return, which releases the data directory's lock, so
-// a new node may open the same directory afterwards.
-class RunningNode {
- public:
-  // The Start() status when the node does not come up (the node is then
-  // destroyed without running, as Node allows).
-  static Result<std::unique_ptr<RunningNode>> Start(NodeOptions options) {
-    auto node = std::make_unique<Node>(std::move(options));
-    Status s = node->Start();
-    if (!s.ok()) return s;
-    return std::unique_ptr<RunningNode>(new RunningNode(std::move(node)));
-  }
-  ~RunningNode() {
-    node_->Stop();
-    thread_.join();
-  }
-  RunningNode(const RunningNode&) = delete;
-  RunningNode& operator=(const RunningNode&) = delete;
-
-  std::string address() const { return "127.0.0.1:" + std::to_string(node_->port()); }
-
-  std::unique_ptr<client::Client> Connect() const {
-    client::ClientOptions options;
-    options.seeds = {address()};
-    options.connect_timeout = milliseconds(2000);
-    options.request_timeout = milliseconds(10000);
-    options.reconnect_backoff_min = milliseconds(20);
-    options.reconnect_backoff_max = milliseconds(500);
-    options.client_name = "durable_node_test";
-    auto c = client::Client::Connect(options);
-    EXPECT_TRUE(c.ok()) << c.status().ToString();
-    return c.ok() ? std::move(c).value() : nullptr;
-  }
-
- private:
-  explicit RunningNode(std::unique_ptr<Node> node) : node_(std::move(node)) {
-    thread_ = std::thread([n = node_.get()] { n->Run(); });
-  }
-  std::unique_ptr<Node> node_;
-  std::thread thread_;
-};
-
-std::unique_ptr<RunningNode> MustStart(NodeOptions options) {
-  auto r = RunningNode::Start(std::move(options));
-  EXPECT_TRUE(r.ok()) << r.status().ToString();
-  return r.ok() ? std::move(r).value() : nullptr;
 }
 
 std::vector<client::Event> SetEvents(uint64_t first_user, uint64_t count, const std::string& tag,
@@ -275,7 +227,7 @@ TEST(DurableNodeTest, AcknowledgedWritesAreThereAfterARestart) {
   {
     auto node = MustStart(DurableOptions(dir.path()));
     ASSERT_NE(node, nullptr);
-    auto c = node->Connect();
+    auto c = node->Connect("durable_node_test");
     ASSERT_NE(c, nullptr);
     ASSERT_TRUE(c->ApplyEvents(SetEvents(1, 100, "fan", 10)).ok());
     std::vector<client::Event> clears;
@@ -307,7 +259,7 @@ TEST(DurableNodeTest, AcknowledgedWritesAreThereAfterARestart) {
 
   auto node = MustStart(DurableOptions(dir.path()));
   ASSERT_NE(node, nullptr);
-  auto c = node->Connect();
+  auto c = node->Connect("durable_node_test");
   ASSERT_NE(c, nullptr);
   const Answers after = Read(*c, users, exprs);
   EXPECT_EQ(after, before);
@@ -340,7 +292,7 @@ TEST(DurableNodeTest, FullDiskRefusesWritesKeepsReadsAndRecoversWithoutRestart) 
   {
     auto node = MustStart(options);
     ASSERT_NE(node, nullptr);
-    auto c = node->Connect();
+    auto c = node->Connect("durable_node_test");
     ASSERT_NE(c, nullptr);
     ASSERT_TRUE(c->ApplyEvents(SetEvents(1, 10, "before", 10)).ok());
 
@@ -379,7 +331,7 @@ TEST(DurableNodeTest, FullDiskRefusesWritesKeepsReadsAndRecoversWithoutRestart) 
 
   auto node = MustStart(options);
   ASSERT_NE(node, nullptr);
-  auto c = node->Connect();
+  auto c = node->Connect("durable_node_test");
   ASSERT_NE(c, nullptr);
   EXPECT_TRUE(HasTag(*c, 1, "before"));
   EXPECT_TRUE(HasTag(*c, 10, "after"));
@@ -399,7 +351,7 @@ TEST(DurableNodeTest, FailedFsyncRefusesWritesUntilSyncsWorkAgain) {
   {
     auto node = MustStart(options);
     ASSERT_NE(node, nullptr);
-    auto c = node->Connect();
+    auto c = node->Connect("durable_node_test");
     ASSERT_NE(c, nullptr);
     ASSERT_TRUE(c->ApplyEvents(SetEvents(1, 5, "before", 10)).ok());
 
@@ -431,7 +383,7 @@ TEST(DurableNodeTest, FailedFsyncRefusesWritesUntilSyncsWorkAgain) {
   // the disk); only the acknowledged ones are promised.
   auto node = MustStart(options);
   ASSERT_NE(node, nullptr);
-  auto c = node->Connect();
+  auto c = node->Connect("durable_node_test");
   ASSERT_NE(c, nullptr);
   EXPECT_TRUE(HasTag(*c, 1, "before"));
   EXPECT_TRUE(HasTag(*c, 1, "after"));
@@ -451,7 +403,7 @@ TEST(DurableNodeTest, CheckpointWritesAFileTrimsTheLogAndRestartsToTheSameState)
   {
     auto node = MustStart(DurableOptions(dir.path()));
     ASSERT_NE(node, nullptr);
-    auto c = node->Connect();
+    auto c = node->Connect("durable_node_test");
     ASSERT_NE(c, nullptr);
 
     std::vector<client::NodeCheckpoint> taken;
@@ -502,7 +454,7 @@ TEST(DurableNodeTest, CheckpointWritesAFileTrimsTheLogAndRestartsToTheSameState)
 
   auto node = MustStart(DurableOptions(dir.path()));
   ASSERT_NE(node, nullptr);
-  auto c = node->Connect();
+  auto c = node->Connect("durable_node_test");
   ASSERT_NE(c, nullptr);
   const Answers after = Read(*c, users, exprs);
   EXPECT_EQ(after, before);
@@ -511,7 +463,7 @@ TEST(DurableNodeTest, CheckpointWritesAFileTrimsTheLogAndRestartsToTheSameState)
 TEST(DurableNodeTest, CheckpointWithoutADataDirectoryIsABadRequest) {
   auto node = MustStart(BaseOptions());
   ASSERT_NE(node, nullptr);
-  auto c = node->Connect();
+  auto c = node->Connect("durable_node_test");
   ASSERT_NE(c, nullptr);
   auto ckpt = c->Checkpoint(kCheckpointCall);
   ASSERT_FALSE(ckpt.ok());
@@ -537,8 +489,8 @@ TEST(DurableNodeTest, WritesKeepFlowingDuringCheckpoints) {
   {
     auto node = MustStart(DurableOptions(dir.path()));
     ASSERT_NE(node, nullptr);
-    auto writer_client = node->Connect();
-    auto admin = node->Connect();
+    auto writer_client = node->Connect("durable_node_test");
+    auto admin = node->Connect("durable_node_test");
     ASSERT_NE(writer_client, nullptr);
     ASSERT_NE(admin, nullptr);
 
@@ -595,7 +547,7 @@ TEST(DurableNodeTest, WritesKeepFlowingDuringCheckpoints) {
 
   auto node = MustStart(DurableOptions(dir.path()));
   ASSERT_NE(node, nullptr);
-  auto c = node->Connect();
+  auto c = node->Connect("durable_node_test");
   ASSERT_NE(c, nullptr);
   auto count = c->Count("flow");
   ASSERT_TRUE(count.ok()) << count.status().ToString();
@@ -612,7 +564,7 @@ TEST(DurableNodeTest, OverTheMemoryLimitWritesAreRefusedButReadsAndCommitsWork) 
   {
     auto node = MustStart(DurableOptions(dir.path()));
     ASSERT_NE(node, nullptr);
-    auto c = node->Connect();
+    auto c = node->Connect("durable_node_test");
     ASSERT_NE(c, nullptr);
     ASSERT_TRUE(c->ApplyEvents(SetEvents(1, 5, "fan", 10)).ok());
     ASSERT_TRUE(c->LoadSnapshot("seg", 100, 0, Portable({1, 2, 3})).ok());
@@ -622,7 +574,7 @@ TEST(DurableNodeTest, OverTheMemoryLimitWritesAreRefusedButReadsAndCommitsWork) 
   options.max_memory_bytes = 1;  // any process is over one byte
   auto node = MustStart(options);
   ASSERT_NE(node, nullptr);
-  auto c = node->Connect();
+  auto c = node->Connect("durable_node_test");
   ASSERT_NE(c, nullptr);
 
   auto events = c->ApplyEvents(SetEvents(1, 5, "more", 20));
@@ -665,7 +617,7 @@ TEST(DurableNodeTest, MemoryLimitAlsoGuardsANodeWithoutADataDirectory) {
   options.max_memory_bytes = 1;
   auto node = MustStart(options);
   ASSERT_NE(node, nullptr);
-  auto c = node->Connect();
+  auto c = node->Connect("durable_node_test");
   ASSERT_NE(c, nullptr);
   auto events = c->ApplyEvents(SetEvents(1, 5, "fan", 10));
   ASSERT_FALSE(events.ok());
@@ -692,7 +644,7 @@ TEST(DurableNodeTest, GenerousMemoryLimitAdmitsWrites) {
   options.max_memory_bytes = uint64_t{64} << 30;
   auto node = MustStart(options);
   ASSERT_NE(node, nullptr);
-  auto c = node->Connect();
+  auto c = node->Connect("durable_node_test");
   ASSERT_NE(c, nullptr);
   auto events = c->ApplyEvents(SetEvents(1, 100, "fan", 10));
   ASSERT_TRUE(events.ok()) << events.status().ToString();
@@ -714,7 +666,7 @@ TEST(DurableNodeTest, CorruptionInTheMiddleOfTheLogStopsTheStartUnlessThePrefixI
   {
     auto node = MustStart(DurableOptions(dir.path()));
     ASSERT_NE(node, nullptr);
-    auto c = node->Connect();
+    auto c = node->Connect("durable_node_test");
     ASSERT_NE(c, nullptr);
     for (int b = 0; b < kBatches; ++b) {
       ASSERT_TRUE(c->ApplyEvents(SetEvents(100 * b, 20, "b" + std::to_string(b), 10)).ok());
@@ -752,7 +704,7 @@ TEST(DurableNodeTest, CorruptionInTheMiddleOfTheLogStopsTheStartUnlessThePrefixI
   keep.durability.recovery_mode = storage::WalRecoveryMode::kKeepValidPrefix;
   auto node = MustStart(keep);
   ASSERT_NE(node, nullptr);
-  auto c = node->Connect();
+  auto c = node->Connect("durable_node_test");
   ASSERT_NE(c, nullptr);
   for (int b = 0; b < kBatches; ++b) {
     const std::string tag = "b" + std::to_string(b);
@@ -783,7 +735,7 @@ TEST(DurableNodeTest, StateChosenByKeepValidPrefixSurvivesTheNextRestart) {
   {
     auto node = MustStart(DurableOptions(dir.path()));
     ASSERT_NE(node, nullptr);
-    auto c = node->Connect();
+    auto c = node->Connect("durable_node_test");
     ASSERT_NE(c, nullptr);
     for (int b = 0; b < 4; ++b) {
       ASSERT_TRUE(c->ApplyEvents(SetEvents(1 + 100 * b, 20, "a" + std::to_string(b), 10)).ok());
@@ -793,7 +745,7 @@ TEST(DurableNodeTest, StateChosenByKeepValidPrefixSurvivesTheNextRestart) {
     // A second lifetime writes into a second segment.
     auto node = MustStart(DurableOptions(dir.path()));
     ASSERT_NE(node, nullptr);
-    auto c = node->Connect();
+    auto c = node->Connect("durable_node_test");
     ASSERT_NE(c, nullptr);
     for (int b = 0; b < 2; ++b) {
       ASSERT_TRUE(
@@ -815,7 +767,7 @@ TEST(DurableNodeTest, StateChosenByKeepValidPrefixSurvivesTheNextRestart) {
     keep.durability.recovery_mode = storage::WalRecoveryMode::kKeepValidPrefix;
     auto node = MustStart(keep);
     ASSERT_NE(node, nullptr);
-    auto c = node->Connect();
+    auto c = node->Connect("durable_node_test");
     ASSERT_NE(c, nullptr);
     ASSERT_TRUE(c->ApplyEvents(SetEvents(2001, 20, "fresh", 10)).ok());
     recovered = Read(*c, users, exprs);
@@ -827,7 +779,7 @@ TEST(DurableNodeTest, StateChosenByKeepValidPrefixSurvivesTheNextRestart) {
 
   auto node = MustStart(DurableOptions(dir.path()));
   ASSERT_NE(node, nullptr);
-  auto c = node->Connect();
+  auto c = node->Connect("durable_node_test");
   ASSERT_NE(c, nullptr);
   const Answers again = Read(*c, users, exprs);
   EXPECT_EQ(again, recovered) << "again: after the next restart; recovered: after keep-valid-prefix";
@@ -838,7 +790,7 @@ TEST(DurableNodeTest, TornTailIsDroppedAndCounted) {
   {
     auto node = MustStart(DurableOptions(dir.path()));
     ASSERT_NE(node, nullptr);
-    auto c = node->Connect();
+    auto c = node->Connect("durable_node_test");
     ASSERT_NE(c, nullptr);
     ASSERT_TRUE(c->ApplyEvents(SetEvents(1, 20, "kept", 10)).ok());
     ASSERT_TRUE(c->ApplyEvents(SetEvents(1, 20, "torn", 10)).ok());
@@ -855,7 +807,7 @@ TEST(DurableNodeTest, TornTailIsDroppedAndCounted) {
 
   auto node = MustStart(DurableOptions(dir.path()));
   ASSERT_NE(node, nullptr);
-  auto c = node->Connect();
+  auto c = node->Connect("durable_node_test");
   ASSERT_NE(c, nullptr);
   EXPECT_TRUE(HasTag(*c, 1, "kept"));
   EXPECT_FALSE(HasTag(*c, 1, "torn"));
