@@ -1,0 +1,28 @@
+// The tagcache Target: every op through the client library's async calls,
+// `connections` pooled connections (ClientOptions::connections_per_node)
+// shared by the sessions, completions handed from the client's I/O thread
+// to the session's thread through a small queue.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "tagbench/target.h"
+
+namespace tagcache::client {
+class Client;
+}
+
+namespace tagcache::tagbench {
+
+struct TagcacheTargetOptions {
+  std::string seeds = "127.0.0.1:7379";  // comma-separated host:port
+  int connections = 32;                  // per node. REQUIRES: >= 1
+  int depth = 16;                        // requests in flight per connection
+  std::chrono::milliseconds timeout{10000};
+};
+
+// IO_ERROR / the node's status when no seed answers.
+Result<std::unique_ptr<Target>> ConnectTagcache(const TagcacheTargetOptions& options);
+
+}  // namespace tagcache::tagbench

@@ -1,0 +1,18 @@
+// Opens the target a `--target` URL names: "redis://HOST:PORT" for Redis,
+// "tagcache://HOST:PORT[,HOST:PORT...]" or a plain "HOST:PORT" list for a
+// tagcache node or cluster.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "tagbench/dataset.h"
+#include "tagbench/target.h"
+
+namespace tagcache::tagbench {
+
+// BAD_REQUEST for a malformed URL; the connection's error otherwise.
+Result<std::unique_ptr<Target>> OpenTarget(const std::string& url, const Manifest& manifest, int connections,
+                                           int depth);
+
+}  // namespace tagcache::tagbench
