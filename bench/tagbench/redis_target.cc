@@ -170,9 +170,13 @@ class RedisSession : public Session {
           return Fail(broken_);
         }
       }
-      const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      // ppoll: a nanosecond timeout, so an open-loop schedule between two
+      // sends sleeps instead of spinning on a rounded-down 0 ms poll.
+      const int64_t wait_ns = std::clamp<int64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - Clock::now()).count(), 0, 1'000'000'000);
+      const timespec ts{static_cast<time_t>(wait_ns / 1'000'000'000), static_cast<long>(wait_ns % 1'000'000'000)};
       pollfd pfd{c_->fd, POLLIN, 0};
-      const int ready = ::poll(&pfd, 1, static_cast<int>(std::clamp<int64_t>(wait, 0, 1000)));
+      const int ready = ::ppoll(&pfd, 1, &ts, nullptr);
       if (ready == 0) {
         if (Clock::now() >= deadline) return std::nullopt;
         continue;
