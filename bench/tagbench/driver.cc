@@ -1,6 +1,10 @@
 #include "tagbench/driver.h"
 
 #include <array>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <map>
 #include <thread>
 #include <unordered_map>
@@ -29,6 +33,37 @@ struct Shared {
   std::atomic<uint64_t> errors{0};
 };
 
+// The closed loop in handler mode: completions arrive on the target's I/O
+// thread, which records them and sends the next op itself. The driver
+// thread only starts the loop and waits. Everything the handler touches is
+// guarded by `mu` and `closed`: once Drive returns, a late completion finds
+// `closed` (or the state gone: the handler holds it weakly) and does nothing.
+struct HandlerLoop {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool closed = false;
+  int outstanding = 0;
+  std::shared_ptr<Session> session;  // kept alive for a handler mid-Send
+  // Records a completion; returns the next op to send, if any. Under mu.
+  std::function<std::optional<std::pair<Op, uint64_t>>(const Completion&)> step;
+
+  void OnCompletion(const Completion& c) {
+    std::optional<std::pair<Op, uint64_t>> next;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (closed) return;
+      next = step(c);
+      if (!next) {
+        --outstanding;
+        cv.notify_all();
+      }
+    }
+    // Outside the lock: a target may complete an op synchronously inside
+    // Send, which would re-enter OnCompletion.
+    if (next) session->Send(next->first, next->second);
+  }
+};
+
 void Drive(Target& target, const Manifest& manifest, const RunOptions& o, int index, Clock::time_point begin,
            Clock::time_point measure_from, Clock::time_point end, Shared& shared, ThreadResult& out) {
   SessionOptions so;
@@ -38,7 +73,7 @@ void Drive(Target& target, const Manifest& manifest, const RunOptions& o, int in
     out.status = opened.status();
     return;
   }
-  Session& session = **opened;
+  std::shared_ptr<Session> session = std::move(opened).value();
   OpGenerator gen(manifest, o.mix, o.workload, bench::MixSeed(o.seed, static_cast<uint64_t>(index) + 100));
   std::unordered_map<uint64_t, InFlight> in_flight;
   uint64_t next_token = 0;
@@ -49,10 +84,14 @@ void Drive(Target& target, const Manifest& manifest, const RunOptions& o, int in
   // Sessions start their schedules staggered over one interval.
   Clock::time_point next_send = begin + interval * index / std::max(1, o.connections);
 
+  auto make = [&](Clock::time_point start) {
+    std::pair<Op, uint64_t> op{gen.Next(), next_token++};
+    in_flight.emplace(op.second, InFlight{op.first.kind, start});
+    return op;
+  };
   auto send = [&](Clock::time_point start) {
-    const Op op = gen.Next();
-    in_flight.emplace(next_token, InFlight{op.kind, start});
-    session.Send(op, next_token++);
+    auto [op, token] = make(start);
+    session->Send(op, token);
   };
   auto record = [&](const Completion& c, Clock::time_point now) {
     auto it = in_flight.find(c.token);
@@ -71,9 +110,37 @@ void Drive(Target& target, const Manifest& manifest, const RunOptions& o, int in
   };
 
   if (!open_loop) {
+    auto loop = std::make_shared<HandlerLoop>();
+    loop->session = session;
+    loop->step = [&](const Completion& c) -> std::optional<std::pair<Op, uint64_t>> {
+      const auto now = Clock::now();
+      record(c, now);
+      if (now >= end) return std::nullopt;
+      return make(now);
+    };
+    std::weak_ptr<HandlerLoop> weak = loop;
+    if (session->SetHandler([weak](Completion c) {
+          if (std::shared_ptr<HandlerLoop> l = weak.lock()) l->OnCompletion(c);
+        })) {
+      for (int i = 0; i < o.depth; ++i) {
+        std::pair<Op, uint64_t> op;
+        {
+          std::lock_guard<std::mutex> lock(loop->mu);
+          op = make(Clock::now());
+          ++loop->outstanding;
+        }
+        session->Send(op.first, op.second);
+      }
+      std::unique_lock<std::mutex> lock(loop->mu);
+      // Past `end` no completion sends again, so outstanding falls to zero
+      // unless answers are lost; the drain bounds that wait.
+      loop->cv.wait_until(lock, end + o.drain, [&] { return loop->outstanding == 0; });
+      loop->closed = true;
+      return;
+    }
     for (int i = 0; i < o.depth; ++i) send(Clock::now());
     while (Clock::now() < end) {
-      std::optional<Completion> c = session.Next(end);
+      std::optional<Completion> c = session->Next(end);
       if (!c) break;
       const auto now = Clock::now();
       record(*c, now);
@@ -93,14 +160,14 @@ void Drive(Target& target, const Manifest& manifest, const RunOptions& o, int in
         std::this_thread::sleep_until(wake);
         continue;
       }
-      if (std::optional<Completion> c = session.Next(wake)) record(*c, Clock::now());
+      if (std::optional<Completion> c = session->Next(wake)) record(*c, Clock::now());
     }
   }
   // Drain: the answers still owed are read (a connection must not be left
   // mid-reply) but not recorded.
   const auto drain_until = Clock::now() + o.drain;
   while (!in_flight.empty() && Clock::now() < drain_until) {
-    std::optional<Completion> c = session.Next(drain_until);
+    std::optional<Completion> c = session->Next(drain_until);
     if (!c) break;
     record(*c, Clock::now());
   }

@@ -17,8 +17,13 @@ struct Queue {
   std::mutex mu;
   std::condition_variable cv;
   std::deque<Completion> done;
+  std::function<void(Completion)> handler;  // set before the first op; then read-only
 
   void Push(Completion c) {
+    if (handler) {
+      handler(std::move(c));
+      return;
+    }
     {
       std::lock_guard<std::mutex> lock(mu);
       done.push_back(std::move(c));
@@ -132,6 +137,11 @@ class TagcacheSession : public Session {
         break;
       }
     }
+  }
+
+  bool SetHandler(std::function<void(Completion)> handler) override {
+    queue_->handler = std::move(handler);
+    return true;
   }
 
   std::optional<Completion> Next(Clock::time_point deadline) override {

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +47,16 @@ class Session {
   // The next completion (any op sent and not yet returned), waiting until
   // `deadline` at most; nullopt when none arrived by then.
   virtual std::optional<Completion> Next(Clock::time_point deadline) = 0;
+  // Optional handler mode, for targets with their own I/O thread: from now
+  // on every completion is passed to `handler` on that thread instead of
+  // being queued for Next(), and the handler may call Send (the closed loop
+  // then never hops threads, as a service using the client would run it).
+  // Returns false when unsupported (Next() stays the way). REQUIRES: called
+  // before the first Send; `handler` must not block.
+  virtual bool SetHandler(std::function<void(Completion)> handler) {
+    (void)handler;
+    return false;
+  }
 };
 
 struct MemoryReport {
