@@ -144,6 +144,28 @@ TEST_F(TagbenchCrossTest, BothTargetsGiveTheSameAnswers) {
   EXPECT_EQ(share->mismatches, 0u) << share->first_mismatch;
 }
 
+TEST_F(TagbenchCrossTest, ADivergedTargetIsCaught) {
+  // Clear the most popular tag of every user in Redis only.
+  Result<std::unique_ptr<Session>> s = redis_target_->OpenSession({});
+  ASSERT_TRUE(s.ok());
+  for (uint64_t u = 0; u < manifest_.spec.users; ++u) {
+    Op op;
+    op.kind = OpKind::kUpdate;
+    op.users = {u};
+    op.tags = {"tag0000"};
+    op.set = false;
+    (*s)->Send(op, u);
+    std::optional<Completion> c = (*s)->Next(Clock::now() + 10s);
+    ASSERT_TRUE(c.has_value());
+    ASSERT_TRUE(c->outcome.error.empty()) << c->outcome.message;
+  }
+  Result<VerifyResult> v = CrossCheck(*tagcache_target_, *redis_target_, manifest_, {}, 30, 3);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_GT(v->mismatches, 0u);
+  EXPECT_NE(v->first_mismatch.find("tagcache"), std::string::npos) << v->first_mismatch;
+  EXPECT_NE(v->first_mismatch.find("redis"), std::string::npos) << v->first_mismatch;
+}
+
 TEST_F(TagbenchCrossTest, EveryWorkloadRunsOnBothWithoutErrors) {
   for (Target* target : {tagcache_target_.get(), redis_target_.get()}) {
     RunOptions o;
