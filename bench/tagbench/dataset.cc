@@ -1,7 +1,5 @@
 #include "tagbench/dataset.h"
 
-#include <roaring/roaring.hh>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -10,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <roaring/roaring.hh>
 #include <sstream>
 
 #include "random_data.h"
@@ -98,15 +97,20 @@ double Exponent(const DatasetSpec& spec) {
 }
 
 Status ValidateSpec(const DatasetSpec& s) {
-  if (s.users < 1 || s.users > (uint64_t{1} << 32)) return Status::BadRequest("users must be in [1, 2^32]");
+  if (s.users < 1 || s.users > (uint64_t{1} << 32))
+    return Status::BadRequest("users must be in [1, 2^32]");
   if (s.tags < 1 || s.tags > 100'000) return Status::BadRequest("tags must be in [1, 100000]");
-  if (!(s.max_density > 0 && s.max_density <= 1)) return Status::BadRequest("max density must be in (0, 1]");
+  if (!(s.max_density > 0 && s.max_density <= 1))
+    return Status::BadRequest("max density must be in (0, 1]");
   if (!(s.min_density > 0 && s.min_density <= s.max_density)) {
     return Status::BadRequest("min density must be in (0, max density]");
   }
-  if (!(s.zipf_s >= 0 && s.zipf_s <= 20)) return Status::BadRequest("zipf exponent must be in [0, 20]");
-  if (!(s.older_share >= 0 && s.older_share <= 1)) return Status::BadRequest("older share must be in [0, 1]");
-  if (s.snapshot_ts <= kDayMs) return Status::BadRequest("snapshot ts must be greater than one day in ms");
+  if (!(s.zipf_s >= 0 && s.zipf_s <= 20))
+    return Status::BadRequest("zipf exponent must be in [0, 20]");
+  if (!(s.older_share >= 0 && s.older_share <= 1))
+    return Status::BadRequest("older share must be in [0, 1]");
+  if (s.snapshot_ts <= kDayMs)
+    return Status::BadRequest("snapshot ts must be greater than one day in ms");
   return Status::Ok();
 }
 
@@ -123,7 +127,8 @@ Result<Manifest> GenerateDataset(const DatasetSpec& spec, const std::string& dir
   const uint64_t N = spec.users;
   std::vector<double> density(static_cast<size_t>(T));
   for (int t = 0; t < T; ++t) {
-    density[static_cast<size_t>(t)] = std::min(1.0, spec.max_density * std::pow(t + 1, -m.exponent));
+    density[static_cast<size_t>(t)] =
+        std::min(1.0, spec.max_density * std::pow(t + 1, -m.exponent));
     m.tags.push_back({TagName(t), density[static_cast<size_t>(t)], 0, 0, false});
   }
 
@@ -137,14 +142,17 @@ Result<Manifest> GenerateDataset(const DatasetSpec& spec, const std::string& dir
     SplitMix64 rng(MixSeed(spec.seed, 1));
     const bench::RankSampler by_popularity(density);
     int old_tags = 0;
-    while (old_tags < T && density[static_cast<size_t>(old_tags)] * static_cast<double>(N) >= 50) ++old_tags;
+    while (old_tags < T && density[static_cast<size_t>(old_tags)] * static_cast<double>(N) >= 50)
+      ++old_tags;
     for (uint64_t i = 0; i < spec.events; ++i) {
       GenEvent e;
       e.user = rng.Below(N);
       const bool older = old_tags > 0 && rng.NextUnit() <= spec.older_share;
-      e.tag = static_cast<uint32_t>(older ? rng.Below(static_cast<uint64_t>(old_tags)) : by_popularity.Draw(rng));
+      e.tag = static_cast<uint32_t>(older ? rng.Below(static_cast<uint64_t>(old_tags))
+                                          : by_popularity.Draw(rng));
       e.set = rng.Below(4) != 0;
-      e.ts = older ? spec.snapshot_ts - 1 - rng.Below(kDayMs) : spec.snapshot_ts + 1 + rng.Below(kHourMs);
+      e.ts = older ? spec.snapshot_ts - 1 - rng.Below(kDayMs)
+                   : spec.snapshot_ts + 1 + rng.Below(kHourMs);
       events.push_back(e);
       ++(older ? m.events_older : m.events_newer);
     }
@@ -201,25 +209,29 @@ Result<Manifest> GenerateDataset(const DatasetSpec& spec, const std::string& dir
   // Per-tag thresholds on a 64-bit draw; clustered tags get a per-user ramp
   // 2 * (u + 0.5) / N (same mean density, newer users denser).
   std::vector<double> p64(static_cast<size_t>(T));
-  for (int t = 0; t < T; ++t) p64[static_cast<size_t>(t)] = density[static_cast<size_t>(t)] * 18446744073709551615.0;
+  for (int t = 0; t < T; ++t)
+    p64[static_cast<size_t>(t)] = density[static_cast<size_t>(t)] * 18446744073709551615.0;
   std::vector<uint64_t> threshold(static_cast<size_t>(T));
   auto set_thresholds = [&](double ramp) {
     for (int t = 0; t < T; ++t) {
       const bool recent = spec.cluster && (t % 2 == 1);
       const double p = recent ? std::min(18446744073709551615.0, p64[static_cast<size_t>(t)] * ramp)
                               : p64[static_cast<size_t>(t)];
-      threshold[static_cast<size_t>(t)] = p >= 18446744073709551615.0 ? UINT64_MAX : static_cast<uint64_t>(p);
+      threshold[static_cast<size_t>(t)] =
+          p >= 18446744073709551615.0 ? UINT64_MAX : static_cast<uint64_t>(p);
     }
   };
   set_thresholds(1.0);
 
   SplitMix64 rng(MixSeed(spec.seed, 2));
   std::vector<uint32_t> snap, fin;
-  std::map<uint32_t, std::pair<uint64_t, bool>> winners;  // tag -> (ts, set) of the newest newer event
+  std::map<uint32_t, std::pair<uint64_t, bool>>
+      winners;  // tag -> (ts, set) of the newest newer event
   size_t ev = 0;
   std::string user_key, id;
   for (uint64_t u = 0; u < N; ++u) {
-    if (spec.cluster && u % 1024 == 0) set_thresholds(2.0 * (static_cast<double>(u) + 512.0) / static_cast<double>(N));
+    if (spec.cluster && u % 1024 == 0)
+      set_thresholds(2.0 * (static_cast<double>(u) + 512.0) / static_cast<double>(N));
     snap.clear();
     for (int t = 0; t < T; ++t) {
       if (rng.Next() < threshold[static_cast<size_t>(t)]) snap.push_back(static_cast<uint32_t>(t));
@@ -246,7 +258,8 @@ Result<Manifest> GenerateDataset(const DatasetSpec& spec, const std::string& dir
       any_set |= e.set;
       if (e.ts <= spec.snapshot_ts) continue;
       auto [it, inserted] = winners.try_emplace(e.tag, e.ts, e.set);
-      if (!inserted && (e.ts > it->second.first || (e.ts == it->second.first && !e.set))) it->second = {e.ts, e.set};
+      if (!inserted && (e.ts > it->second.first || (e.ts == it->second.first && !e.set)))
+        it->second = {e.ts, e.set};
     }
     fin = snap;
     for (const auto& [t, w] : winners) {
@@ -285,20 +298,24 @@ Result<Manifest> GenerateDataset(const DatasetSpec& spec, const std::string& dir
   if (Status s = resp.Close(); !s.ok()) return s;
   for (const GenEvent& e : events) {
     if (e.ts <= spec.snapshot_ts && m.tags[e.tag].snapshot_members == 0) {
-      return Status::Internal("older event names " + m.tags[e.tag].name + ", absent from the snapshot");
+      return Status::Internal("older event names " + m.tags[e.tag].name +
+                              ", absent from the snapshot");
     }
   }
   if (spec.roaring) {
     std::filesystem::create_directories(dir + "/roaring", ec);
     if (ec) return Status::IoError("cannot create " + dir + "/roaring: " + ec.message());
     for (int t = 0; t < T; ++t) {
-      if (m.tags[static_cast<size_t>(t)].snapshot_members == 0) continue;  // an empty file would drop the tag
+      if (m.tags[static_cast<size_t>(t)].snapshot_members == 0)
+        continue;  // an empty file would drop the tag
       Roaring& b = bitmaps[static_cast<size_t>(t)];
       b.runOptimize();
       std::string buf(b.getSizeInBytes(true), '\0');
       b.write(buf.data(), true);
       Out f;
-      if (Status s = f.Open(dir + "/roaring/" + m.tags[static_cast<size_t>(t)].name + ".roaring"); !s.ok()) return s;
+      if (Status s = f.Open(dir + "/roaring/" + m.tags[static_cast<size_t>(t)].name + ".roaring");
+          !s.ok())
+        return s;
       f.Put(buf);
       if (Status s = f.Close(); !s.ok()) return s;
     }
@@ -310,11 +327,16 @@ Result<Manifest> GenerateDataset(const DatasetSpec& spec, const std::string& dir
 Status WriteManifest(const Manifest& m, const std::string& path) {
   nlohmann::json j;
   const DatasetSpec& s = m.spec;
-  j["spec"] = {{"users", s.users},           {"tags", s.tags},
-               {"max_density", s.max_density}, {"min_density", s.min_density},
-               {"zipf_s", s.zipf_s},         {"cluster", s.cluster},
-               {"events", s.events},         {"older_share", s.older_share},
-               {"snapshot_ts", s.snapshot_ts}, {"seed", s.seed}};
+  j["spec"] = {{"users", s.users},
+               {"tags", s.tags},
+               {"max_density", s.max_density},
+               {"min_density", s.min_density},
+               {"zipf_s", s.zipf_s},
+               {"cluster", s.cluster},
+               {"events", s.events},
+               {"older_share", s.older_share},
+               {"snapshot_ts", s.snapshot_ts},
+               {"seed", s.seed}};
   j["exponent"] = m.exponent;
   j["snapshot_assignments"] = m.snapshot_assignments;
   j["final_assignments"] = m.final_assignments;
@@ -365,8 +387,8 @@ Result<Manifest> ReadManifest(const std::string& path) {
     m.events_newer = j.at("events_newer").get<uint64_t>();
     for (const auto& t : j.at("tags")) {
       m.tags.push_back({t.at("name").get<std::string>(), t.at("density").get<double>(),
-                        t.at("snapshot_members").get<uint64_t>(), t.at("final_members").get<uint64_t>(),
-                        t.at("exists").get<bool>()});
+                        t.at("snapshot_members").get<uint64_t>(),
+                        t.at("final_members").get<uint64_t>(), t.at("exists").get<bool>()});
     }
   } catch (const nlohmann::json::exception& e) {
     // The JSON library reports a missing or mistyped field by exception: the
@@ -374,8 +396,8 @@ Result<Manifest> ReadManifest(const std::string& path) {
     return Status::BadRequest(path + ": " + e.what());
   }
   if (static_cast<int>(m.tags.size()) != m.spec.tags) {
-    return Status::BadRequest(path + ": " + std::to_string(m.tags.size()) + " tags listed, spec says " +
-                              std::to_string(m.spec.tags));
+    return Status::BadRequest(path + ": " + std::to_string(m.tags.size()) +
+                              " tags listed, spec says " + std::to_string(m.spec.tags));
   }
   return m;
 }

@@ -26,18 +26,18 @@
 namespace tagcache::tagbench {
 
 struct DatasetSpec {
-  uint64_t users = 1'000'000;   // ids 0 .. users-1. REQUIRES: 1 <= users <= 2^32
-  int tags = 200;               // REQUIRES: 1 <= tags <= 100,000
-  double max_density = 0.5;     // share of users with the most popular tag, (0, 1]
-  double min_density = 1e-5;    // of the least popular tag; sets the exponent
-  double zipf_s = 0;            // > 0: the exponent, overriding min_density
-  bool cluster = false;         // id-range clustering of odd-ranked ("recent") tags
-  uint64_t events = 100'000;    // events in events.ndjson
-  double older_share = 0.2;     // share of events older than the snapshot, [0, 1]
+  uint64_t users = 1'000'000;  // ids 0 .. users-1. REQUIRES: 1 <= users <= 2^32
+  int tags = 200;              // REQUIRES: 1 <= tags <= 100,000
+  double max_density = 0.5;    // share of users with the most popular tag, (0, 1]
+  double min_density = 1e-5;   // of the least popular tag; sets the exponent
+  double zipf_s = 0;           // > 0: the exponent, overriding min_density
+  bool cluster = false;        // id-range clustering of odd-ranked ("recent") tags
+  uint64_t events = 100'000;   // events in events.ndjson
+  double older_share = 0.2;    // share of events older than the snapshot, [0, 1]
   uint64_t snapshot_ts = 1'700'000'000'000;
   uint64_t seed = 42;
-  bool roaring = false;         // also write roaring/<tag>.roaring
-  bool redis = false;           // also write redis.resp
+  bool roaring = false;  // also write roaring/<tag>.roaring
+  bool redis = false;    // also write redis.resp
 };
 
 // BAD_REQUEST naming the first invalid field.
@@ -45,7 +45,7 @@ Status ValidateSpec(const DatasetSpec& spec);
 
 struct TagInfo {
   std::string name;
-  double density = 0;          // the generator's probability
+  double density = 0;  // the generator's probability
   uint64_t snapshot_members = 0;
   uint64_t final_members = 0;  // after the events
   bool exists = false;         // tagcache knows the tag: snapshot members or any event names it

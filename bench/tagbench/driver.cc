@@ -2,10 +2,10 @@
 
 #include <array>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <map>
 #include <thread>
 #include <unordered_map>
 
@@ -64,8 +64,9 @@ struct HandlerLoop {
   }
 };
 
-void Drive(Target& target, const Manifest& manifest, const RunOptions& o, int index, Clock::time_point begin,
-           Clock::time_point measure_from, Clock::time_point end, Shared& shared, ThreadResult& out) {
+void Drive(Target& target, const Manifest& manifest, const RunOptions& o, int index,
+           Clock::time_point begin, Clock::time_point measure_from, Clock::time_point end,
+           Shared& shared, ThreadResult& out) {
   SessionOptions so;
   so.index = index;
   Result<std::unique_ptr<Session>> opened = target.OpenSession(so);
@@ -74,13 +75,15 @@ void Drive(Target& target, const Manifest& manifest, const RunOptions& o, int in
     return;
   }
   std::shared_ptr<Session> session = std::move(opened).value();
-  OpGenerator gen(manifest, o.mix, o.workload, bench::MixSeed(o.seed, static_cast<uint64_t>(index) + 100));
+  OpGenerator gen(manifest, o.mix, o.workload,
+                  bench::MixSeed(o.seed, static_cast<uint64_t>(index) + 100));
   std::unordered_map<uint64_t, InFlight> in_flight;
   uint64_t next_token = 0;
   const bool open_loop = o.rate > 0;
-  const auto interval = open_loop ? std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
-                                        static_cast<double>(o.connections) / o.rate))
-                                  : Clock::duration::zero();
+  const auto interval =
+      open_loop ? std::chrono::duration_cast<Clock::duration>(
+                      std::chrono::duration<double>(static_cast<double>(o.connections) / o.rate))
+                : Clock::duration::zero();
   // Sessions start their schedules staggered over one interval.
   Clock::time_point next_send = begin + interval * index / std::max(1, o.connections);
 
@@ -102,7 +105,8 @@ void Drive(Target& target, const Manifest& manifest, const RunOptions& o, int in
     if (!c.outcome.error.empty()) shared.errors.fetch_add(1, std::memory_order_relaxed);
     if (f.start < measure_from || now > end) return;
     KindStats& k = out.kinds[static_cast<size_t>(f.kind)];
-    k.latency.Record(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - f.start).count()));
+    k.latency.Record(static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now - f.start).count()));
     if (!c.outcome.error.empty()) {
       ++k.errors;
       ++k.errors_by_status[c.outcome.error];
@@ -155,7 +159,8 @@ void Drive(Target& target, const Manifest& manifest, const RunOptions& o, int in
         next_send += interval;
         continue;
       }
-      const auto wake = static_cast<int>(in_flight.size()) < o.depth ? std::min(next_send, end) : end;
+      const auto wake =
+          static_cast<int>(in_flight.size()) < o.depth ? std::min(next_send, end) : end;
       if (in_flight.empty()) {
         std::this_thread::sleep_until(wake);
         continue;
@@ -176,15 +181,21 @@ void Drive(Target& target, const Manifest& manifest, const RunOptions& o, int in
 }  // namespace
 
 Status ValidateRun(const RunOptions& o) {
-  if (o.connections < 1 || o.connections > 4096) return Status::BadRequest("connections must be in [1, 4096]");
-  if (o.depth < 1 || o.depth > 65536) return Status::BadRequest("pipeline depth must be in [1, 65536]");
-  if (!(o.rate >= 0) || o.rate > 1e9) return Status::BadRequest("rate must be >= 0 ops/s (0: closed loop)");
-  if (!(o.warmup_s >= 0) || o.warmup_s > 86400) return Status::BadRequest("warm-up must be in [0, 86400] s");
-  if (!(o.duration_s > 0) || o.duration_s > 86400) return Status::BadRequest("duration must be in (0, 86400] s");
+  if (o.connections < 1 || o.connections > 4096)
+    return Status::BadRequest("connections must be in [1, 4096]");
+  if (o.depth < 1 || o.depth > 65536)
+    return Status::BadRequest("pipeline depth must be in [1, 65536]");
+  if (!(o.rate >= 0) || o.rate > 1e9)
+    return Status::BadRequest("rate must be >= 0 ops/s (0: closed loop)");
+  if (!(o.warmup_s >= 0) || o.warmup_s > 86400)
+    return Status::BadRequest("warm-up must be in [0, 86400] s");
+  if (!(o.duration_s > 0) || o.duration_s > 86400)
+    return Status::BadRequest("duration must be in (0, 86400] s");
   return ValidateWorkload(o.workload);
 }
 
-Result<Report> RunWorkload(Target& target, const Manifest& manifest, const RunOptions& o, const ProgressFn& progress) {
+Result<Report> RunWorkload(Target& target, const Manifest& manifest, const RunOptions& o,
+                           const ProgressFn& progress) {
   if (Status s = ValidateRun(o); !s.ok()) return s;
   bool any_tag = false;
   for (const TagInfo& t : manifest.tags) any_tag |= t.exists;
@@ -194,13 +205,16 @@ Result<Report> RunWorkload(Target& target, const Manifest& manifest, const RunOp
   std::vector<ThreadResult> results(static_cast<size_t>(n));
   Shared shared;
   const auto begin = Clock::now() + std::chrono::milliseconds(50);
-  const auto measure_from = begin + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.warmup_s));
-  const auto end = measure_from + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.duration_s));
+  const auto measure_from = begin + std::chrono::duration_cast<Clock::duration>(
+                                        std::chrono::duration<double>(o.warmup_s));
+  const auto end = measure_from + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(o.duration_s));
   std::vector<std::thread> threads;
   for (int i = 0; i < n; ++i) {
     threads.emplace_back([&, i] {
       std::this_thread::sleep_until(begin);
-      Drive(target, manifest, o, i, begin, measure_from, end, shared, results[static_cast<size_t>(i)]);
+      Drive(target, manifest, o, i, begin, measure_from, end, shared,
+            results[static_cast<size_t>(i)]);
     });
   }
   const double total_s = o.warmup_s + o.duration_s;

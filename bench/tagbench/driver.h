@@ -44,7 +44,8 @@ Status ValidateRun(const RunOptions& options);
 
 // Live progress, called about once a second from the calling thread:
 // seconds elapsed, total, ops completed so far (warm-up included), errors.
-using ProgressFn = std::function<void(double elapsed_s, double total_s, uint64_t ops, uint64_t errors)>;
+using ProgressFn =
+    std::function<void(double elapsed_s, double total_s, uint64_t ops, uint64_t errors)>;
 
 // Runs the workload and fills a Report (without memory figures). Fails only
 // when the options are invalid or a session cannot be opened.

@@ -8,8 +8,8 @@ namespace tagcache::tagbench {
 
 int Histogram::BucketOf(uint64_t value) {
   constexpr uint64_t kSub = uint64_t{1} << kSubBits;
-  if (value < kSub) return static_cast<int>(value);  // exact below 128
-  const int exp = 63 - std::countl_zero(value);        // >= kSubBits
+  if (value < kSub) return static_cast<int>(value);     // exact below 128
+  const int exp = 63 - std::countl_zero(value);         // >= kSubBits
   const uint64_t mantissa = value >> (exp - kSubBits);  // in [128, 256)
   return static_cast<int>(kSub + static_cast<uint64_t>(exp - kSubBits) * kSub + (mantissa - kSub));
 }
@@ -46,7 +46,8 @@ void Histogram::Merge(const Histogram& other) {
 uint64_t Histogram::Percentile(double q) const {
   if (count_ == 0) return 0;
   q = std::clamp(q, 0.0, 1.0);
-  const uint64_t rank = std::max<uint64_t>(1, static_cast<uint64_t>(std::ceil(q * static_cast<double>(count_))));
+  const uint64_t rank =
+      std::max<uint64_t>(1, static_cast<uint64_t>(std::ceil(q * static_cast<double>(count_))));
   uint64_t seen = 0;
   for (int b = 0; b < kBuckets; ++b) {
     seen += counts_[static_cast<size_t>(b)];

@@ -26,7 +26,9 @@ class Histogram {
   uint64_t count() const { return count_; }
   uint64_t min() const { return count_ ? min_ : 0; }
   uint64_t max() const { return max_; }
-  double mean() const { return count_ ? static_cast<double>(sum_) / static_cast<double>(count_) : 0; }
+  double mean() const {
+    return count_ ? static_cast<double>(sum_) / static_cast<double>(count_) : 0;
+  }
   // The value at quantile q in [0, 1]: the midpoint of the bucket holding the
   // ceil(q * count)-th smallest value, clamped to [min, max]. 0 when empty.
   uint64_t Percentile(double q) const;

@@ -16,13 +16,13 @@
 namespace tagcache::tagbench {
 
 enum class OpKind : uint8_t {
-  kGetTags = 0,    // one uniformly random user's tags
-  kGetTagsHot,     // one user drawn from a Zipf (s = 1) popularity over users
-  kGetTagsBatch,   // the tags of a batch of uniformly random users
-  kHasTags,        // whether one user has each of a few popular tags
-  kCount,          // the size of an audience expression
-  kTopTags,        // the k most common tags within an audience
-  kUpdate,         // one set/clear event, ts = the wall clock
+  kGetTags = 0,   // one uniformly random user's tags
+  kGetTagsHot,    // one user drawn from a Zipf (s = 1) popularity over users
+  kGetTagsBatch,  // the tags of a batch of uniformly random users
+  kHasTags,       // whether one user has each of a few popular tags
+  kCount,         // the size of an audience expression
+  kTopTags,       // the k most common tags within an audience
+  kUpdate,        // one set/clear event, ts = the wall clock
 };
 inline constexpr int kOpKinds = 7;
 
@@ -63,9 +63,9 @@ struct Op {
 
 // A target's answer, in a target-neutral form so answers can be compared.
 struct OpAnswer {
-  uint64_t count = 0;                             // count; tags returned for get_tags*
-  std::vector<std::vector<std::string>> tags;     // get_tags*: per user, sorted (if kept)
-  std::vector<bool> has;                          // has_tags
+  uint64_t count = 0;                                 // count; tags returned for get_tags*
+  std::vector<std::vector<std::string>> tags;         // get_tags*: per user, sorted (if kept)
+  std::vector<bool> has;                              // has_tags
   std::vector<std::pair<std::string, uint64_t>> top;  // top_tags: count desc, name asc
 };
 

@@ -7,9 +7,8 @@
 namespace tagcache::tagbench {
 namespace {
 
-constexpr const char* kNames[kOpKinds] = {"get_tags", "get_tags_hot", "get_tags_batch",
-                                          "has_tags", "count",        "top_tags",
-                                          "update"};
+constexpr const char* kNames[kOpKinds] = {"get_tags", "get_tags_hot", "get_tags_batch", "has_tags",
+                                          "count",    "top_tags",     "update"};
 
 struct Preset {
   const char* name;
@@ -25,7 +24,8 @@ constexpr Preset kPresets[] = {
     {"count", "count=100"},
     {"top", "top_tags=100"},
     {"update", "update=100"},
-    {"mixed", "get_tags=60,get_tags_hot=10,get_tags_batch=5,has_tags=10,count=4,top_tags=1,update=10"},
+    {"mixed",
+     "get_tags=60,get_tags_hot=10,get_tags_batch=5,has_tags=10,count=4,top_tags=1,update=10"},
 };
 
 std::string_view Trim(std::string_view s) {
@@ -67,27 +67,30 @@ Result<OpMix> ParseOpMix(std::string_view text) {
   mix.name = std::string(text);
   std::array<bool, kOpKinds> seen{};
   double sum = 0;
-  if (Trim(text).empty()) return Status::BadRequest("empty op mix (expected e.g. get_tags=80,count=20)");
+  if (Trim(text).empty())
+    return Status::BadRequest("empty op mix (expected e.g. get_tags=80,count=20)");
   while (!text.empty()) {
     const size_t comma = text.find(',');
     const std::string_view item = Trim(text.substr(0, comma));
     text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
     const size_t eq = item.find('=');
     if (eq == std::string_view::npos) {
-      return Status::BadRequest("op mix item '" + std::string(item) + "' has no '=' (expected op=percent)");
+      return Status::BadRequest("op mix item '" + std::string(item) +
+                                "' has no '=' (expected op=percent)");
     }
     Result<OpKind> kind = ParseOpKind(Trim(item.substr(0, eq)));
     if (!kind.ok()) return kind.status();
     const std::string value(Trim(item.substr(eq + 1)));
     char* end = nullptr;
     const double share = std::strtod(value.c_str(), &end);
-    if (value.empty() || end != value.c_str() + value.size() || !std::isfinite(share) || share < 0 ||
-        share > 100) {
-      return Status::BadRequest("share of " + std::string(OpKindName(*kind)) + " must be a number in [0, 100], got '" +
-                                value + "'");
+    if (value.empty() || end != value.c_str() + value.size() || !std::isfinite(share) ||
+        share < 0 || share > 100) {
+      return Status::BadRequest("share of " + std::string(OpKindName(*kind)) +
+                                " must be a number in [0, 100], got '" + value + "'");
     }
     const size_t k = static_cast<size_t>(*kind);
-    if (seen[k]) return Status::BadRequest(std::string("op ") + OpKindName(*kind) + " given twice in the mix");
+    if (seen[k])
+      return Status::BadRequest(std::string("op ") + OpKindName(*kind) + " given twice in the mix");
     seen[k] = true;
     mix.shares[k] = share;
     sum += share;

@@ -18,7 +18,8 @@ std::string PlanAudience(const Expr& expr, const std::string& prefix, RedisPlan&
     const std::string key = prefix + "g" + std::to_string(g);
     std::vector<std::string> positives;
     std::vector<std::string> negatives;
-    for (const ExprTerm& t : expr.groups[g]) (t.negated ? negatives : positives).push_back(RedisTagKey(t.tag));
+    for (const ExprTerm& t : expr.groups[g])
+      (t.negated ? negatives : positives).push_back(RedisTagKey(t.tag));
     std::vector<std::string> cmd = {"BITOP", "AND", key};
     if (positives.empty()) {
       cmd.push_back("known");  // '!t' alone: the known users without t
@@ -92,8 +93,8 @@ RedisPlan PlanRedis(const Op& op, const std::vector<std::string>& all_tags, int 
   return plan;
 }
 
-std::vector<std::pair<std::string, uint64_t>> RankTopTags(std::vector<std::pair<std::string, uint64_t>> counts,
-                                                          uint32_t k) {
+std::vector<std::pair<std::string, uint64_t>> RankTopTags(
+    std::vector<std::pair<std::string, uint64_t>> counts, uint32_t k) {
   std::erase_if(counts, [](const auto& c) { return c.second == 0; });
   std::sort(counts.begin(), counts.end(), [](const auto& a, const auto& b) {
     return a.second != b.second ? a.second > b.second : a.first < b.first;

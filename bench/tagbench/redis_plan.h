@@ -45,7 +45,7 @@ RedisPlan PlanRedis(const Op& op, const std::vector<std::string>& all_tags, int 
 
 // top_tags: the k largest non-zero counts, by count descending then name
 // ascending (tagcache's order).
-std::vector<std::pair<std::string, uint64_t>> RankTopTags(std::vector<std::pair<std::string, uint64_t>> counts,
-                                                          uint32_t k);
+std::vector<std::pair<std::string, uint64_t>> RankTopTags(
+    std::vector<std::pair<std::string, uint64_t>> counts, uint32_t k);
 
 }  // namespace tagcache::tagbench

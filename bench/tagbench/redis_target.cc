@@ -23,10 +23,12 @@ struct ReplyDeleter {
 using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
 
 Result<ContextPtr> Connect(const RedisAddress& a, std::chrono::milliseconds timeout) {
-  timeval tv{static_cast<time_t>(timeout.count() / 1000), static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
+  timeval tv{static_cast<time_t>(timeout.count() / 1000),
+             static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
   ContextPtr c(redisConnectWithTimeout(a.host.c_str(), a.port, tv));
   if (!c) return Status::IoError("redis: cannot allocate a context");
-  if (c->err) return Status::IoError("redis " + a.host + ":" + std::to_string(a.port) + ": " + c->errstr);
+  if (c->err)
+    return Status::IoError("redis " + a.host + ":" + std::to_string(a.port) + ": " + c->errstr);
   // Reads block only after poll() said the socket is readable; the timeout
   // bounds a stuck write or a server that stopped answering.
   redisSetTimeout(c.get(), tv);
@@ -71,7 +73,8 @@ OpOutcome Interpret(const Pending& p, bool keep) {
         a.count += r->elements;
         if (keep) {
           std::vector<std::string> names;
-          for (size_t e = 0; e < r->elements; ++e) names.emplace_back(r->element[e]->str, r->element[e]->len);
+          for (size_t e = 0; e < r->elements; ++e)
+            names.emplace_back(r->element[e]->str, r->element[e]->len);
           std::sort(names.begin(), names.end());
           a.tags.push_back(std::move(names));
         }
@@ -131,7 +134,8 @@ class RedisSession : public Session {
           argv.push_back(s.data());
           lens.push_back(s.size());
         }
-        if (redisAppendCommandArgv(c_.get(), static_cast<int>(argv.size()), argv.data(), lens.data()) != REDIS_OK) {
+        if (redisAppendCommandArgv(c_.get(), static_cast<int>(argv.size()), argv.data(),
+                                   lens.data()) != REDIS_OK) {
           Break(std::string("append failed: ") + c_->errstr);
           break;
         }
@@ -173,8 +177,10 @@ class RedisSession : public Session {
       // ppoll: a nanosecond timeout, so an open-loop schedule between two
       // sends sleeps instead of spinning on a rounded-down 0 ms poll.
       const int64_t wait_ns = std::clamp<int64_t>(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - Clock::now()).count(), 0, 1'000'000'000);
-      const timespec ts{static_cast<time_t>(wait_ns / 1'000'000'000), static_cast<long>(wait_ns % 1'000'000'000)};
+          std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - Clock::now()).count(), 0,
+          1'000'000'000);
+      const timespec ts{static_cast<time_t>(wait_ns / 1'000'000'000),
+                        static_cast<long>(wait_ns % 1'000'000'000)};
       pollfd pfd{c_->fd, POLLIN, 0};
       const int ready = ::ppoll(&pfd, 1, &ts, nullptr);
       if (ready == 0) {
@@ -210,14 +216,16 @@ class RedisTarget : public Target {
  public:
   RedisTarget(RedisAddress a, std::vector<std::string> tags, std::chrono::milliseconds timeout)
       : a_(std::move(a)), tags_(std::move(tags)), timeout_(timeout) {}
-  std::string Describe() const override { return "redis " + a_.host + ":" + std::to_string(a_.port); }
+  std::string Describe() const override {
+    return "redis " + a_.host + ":" + std::to_string(a_.port);
+  }
   std::string Kind() const override { return "redis"; }
 
   Result<std::unique_ptr<Session>> OpenSession(const SessionOptions& options) override {
     Result<ContextPtr> c = Connect(a_, timeout_);
     if (!c.ok()) return c.status();
-    return std::unique_ptr<Session>(
-        std::make_unique<RedisSession>(std::move(c).value(), &tags_, options.index, options.keep_answers));
+    return std::unique_ptr<Session>(std::make_unique<RedisSession>(
+        std::move(c).value(), &tags_, options.index, options.keep_answers));
   }
 
   Result<MemoryReport> Memory() override {
@@ -242,7 +250,8 @@ class RedisTarget : public Target {
 
 Result<RedisAddress> ParseRedisUrl(const std::string& url) {
   const std::string scheme = "redis://";
-  if (url.rfind(scheme, 0) != 0) return Status::BadRequest("redis target must look like redis://HOST:PORT, got '" + url + "'");
+  if (url.rfind(scheme, 0) != 0)
+    return Status::BadRequest("redis target must look like redis://HOST:PORT, got '" + url + "'");
   std::string rest = url.substr(scheme.size());
   if (!rest.empty() && rest.back() == '/') rest.pop_back();
   RedisAddress a;
@@ -265,19 +274,22 @@ uint64_t InfoField(const std::string& info, const std::string& name) {
   const std::string key = name + ":";
   size_t pos = 0;
   while ((pos = info.find(key, pos)) != std::string::npos) {
-    if (pos == 0 || info[pos - 1] == '\n') return std::strtoull(info.c_str() + pos + key.size(), nullptr, 10);
+    if (pos == 0 || info[pos - 1] == '\n')
+      return std::strtoull(info.c_str() + pos + key.size(), nullptr, 10);
     pos += key.size();
   }
   return 0;
 }
 
-Result<std::unique_ptr<Target>> ConnectRedis(const RedisAddress& address, std::vector<std::string> tags,
+Result<std::unique_ptr<Target>> ConnectRedis(const RedisAddress& address,
+                                             std::vector<std::string> tags,
                                              std::chrono::milliseconds timeout) {
   Result<ContextPtr> c = Connect(address, timeout);
   if (!c.ok()) return c.status();
   ReplyPtr r(static_cast<redisReply*>(redisCommand(c->get(), "PING")));
   if (!r) return Status::IoError("redis PING: " + std::string((*c)->errstr));
-  if (r->type == REDIS_REPLY_ERROR) return Status::IoError("redis PING: " + std::string(r->str, r->len));
+  if (r->type == REDIS_REPLY_ERROR)
+    return Status::IoError("redis PING: " + std::string(r->str, r->len));
   return std::unique_ptr<Target>(std::make_unique<RedisTarget>(address, std::move(tags), timeout));
 }
 

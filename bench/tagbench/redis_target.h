@@ -21,8 +21,9 @@ Result<RedisAddress> ParseRedisUrl(const std::string& url);
 
 // Checks the server answers PING within `timeout`. `tags`: the tags top_tags
 // ranks (the dataset's existing tags, by rank).
-Result<std::unique_ptr<Target>> ConnectRedis(const RedisAddress& address, std::vector<std::string> tags,
-                                             std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+Result<std::unique_ptr<Target>> ConnectRedis(
+    const RedisAddress& address, std::vector<std::string> tags,
+    std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
 
 // Parses "name:value" lines of an INFO reply; 0 when absent.
 uint64_t InfoField(const std::string& info, const std::string& name);

@@ -14,7 +14,9 @@ std::string Fmt(const char* f, double v) {
   return buf;
 }
 
-std::string Ratio(double num, double den) { return den > 0 && num > 0 ? Fmt("%.2fx", num / den) : "-"; }
+std::string Ratio(double num, double den) {
+  return den > 0 && num > 0 ? Fmt("%.2fx", num / den) : "-";
+}
 
 const OpReport* Find(const Report& r, const std::string& op) {
   for (const OpReport& o : r.ops) {
@@ -127,32 +129,35 @@ Result<Report> ReadReportFile(const std::string& path) {
 
 std::string FormatReport(const Report& r) {
   std::string out;
-  out += r.target + "  workload " + r.workload + "  " + r.mode + " loop, " + std::to_string(r.connections) +
-         " connections x depth " + std::to_string(r.depth);
+  out += r.target + "  workload " + r.workload + "  " + r.mode + " loop, " +
+         std::to_string(r.connections) + " connections x depth " + std::to_string(r.depth);
   if (r.mode == "open") out += Fmt(", target %.0f ops/s", r.rate);
   out += Fmt(", %.1f s measured\n", r.duration_s);
   char line[256];
-  std::snprintf(line, sizeof(line), "%-15s %12s %12s %9s %9s %9s %9s %9s %9s\n", "op", "ops", "ops/s", "p50 us",
-                "p90 us", "p99 us", "p99.9 us", "max us", "errors");
+  std::snprintf(line, sizeof(line), "%-15s %12s %12s %9s %9s %9s %9s %9s %9s\n", "op", "ops",
+                "ops/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "errors");
   out += line;
   for (const OpReport& o : r.ops) {
-    std::snprintf(line, sizeof(line), "%-15s %12llu %12.0f %9.1f %9.1f %9.1f %9.1f %9.1f %9llu\n", o.op.c_str(),
-                  static_cast<unsigned long long>(o.ops), o.throughput, o.p50_us, o.p90_us, o.p99_us, o.p999_us,
-                  o.max_us, static_cast<unsigned long long>(o.errors));
+    std::snprintf(line, sizeof(line), "%-15s %12llu %12.0f %9.1f %9.1f %9.1f %9.1f %9.1f %9llu\n",
+                  o.op.c_str(), static_cast<unsigned long long>(o.ops), o.throughput, o.p50_us,
+                  o.p90_us, o.p99_us, o.p999_us, o.max_us,
+                  static_cast<unsigned long long>(o.errors));
     out += line;
     for (const auto& [status, n] : o.errors_by_status) {
       out += "    " + status + ": " + std::to_string(n) + "\n";
     }
   }
-  std::snprintf(line, sizeof(line), "%-15s %12llu %12.0f\n", "total", static_cast<unsigned long long>(r.total_ops),
-                r.total_throughput);
+  std::snprintf(line, sizeof(line), "%-15s %12llu %12.0f\n", "total",
+                static_cast<unsigned long long>(r.total_ops), r.total_throughput);
   out += line;
   if (r.memory_data_bytes || r.memory_rss_bytes) {
     out += Fmt("memory: data %.1f MB", static_cast<double>(r.memory_data_bytes) / 1e6) +
            Fmt(", rss %.1f MB", static_cast<double>(r.memory_rss_bytes) / 1e6);
     if (r.assignments) {
-      out += Fmt(" (%.2f", static_cast<double>(r.memory_data_bytes) / static_cast<double>(r.assignments)) +
-             Fmt(" / %.2f bytes per assignment)", static_cast<double>(r.memory_rss_bytes) / static_cast<double>(r.assignments));
+      out += Fmt(" (%.2f",
+                 static_cast<double>(r.memory_data_bytes) / static_cast<double>(r.assignments)) +
+             Fmt(" / %.2f bytes per assignment)",
+                 static_cast<double>(r.memory_rss_bytes) / static_cast<double>(r.assignments));
     }
     out += "\n";
   }
@@ -168,14 +173,15 @@ std::string FormatCompare(const Report& a, const Report& b, bool markdown) {
   std::string out;
   char line[512];
   if (markdown) {
-    out += "| workload | op | " + a.target_kind + " ops/s | " + b.target_kind + " ops/s | ops/s " + a.target_kind +
-           "/" + b.target_kind + " | " + a.target_kind + " p50 us | " + b.target_kind + " p50 us | " + a.target_kind +
-           " p99 us | " + b.target_kind + " p99 us | p99 " + b.target_kind + "/" + a.target_kind + " |\n";
+    out += "| workload | op | " + a.target_kind + " ops/s | " + b.target_kind + " ops/s | ops/s " +
+           a.target_kind + "/" + b.target_kind + " | " + a.target_kind + " p50 us | " +
+           b.target_kind + " p50 us | " + a.target_kind + " p99 us | " + b.target_kind +
+           " p99 us | p99 " + b.target_kind + "/" + a.target_kind + " |\n";
     out += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   } else {
     out += "A: " + a.target + " (" + a.workload + ")\nB: " + b.target + " (" + b.workload + ")\n";
-    std::snprintf(line, sizeof(line), "%-15s %11s %11s %8s %9s %9s %8s %9s %9s %8s\n", "op", "A ops/s", "B ops/s",
-                  "A/B", "A p50", "B p50", "B/A", "A p99", "B p99", "B/A");
+    std::snprintf(line, sizeof(line), "%-15s %11s %11s %8s %9s %9s %8s %9s %9s %8s\n", "op",
+                  "A ops/s", "B ops/s", "A/B", "A p50", "B p50", "B/A", "A p99", "B p99", "B/A");
     out += line;
   }
   for (const std::string& op : ops) {
@@ -185,13 +191,17 @@ std::string FormatCompare(const Report& a, const Report& b, bool markdown) {
     const OpReport& p = x ? *x : empty;
     const OpReport& q = y ? *y : empty;
     if (markdown) {
-      std::snprintf(line, sizeof(line), "| %s | %s | %.0f | %.0f | %s | %.1f | %.1f | %.1f | %.1f | %s |\n",
-                    a.workload.c_str(), op.c_str(), p.throughput, q.throughput, Ratio(p.throughput, q.throughput).c_str(),
-                    p.p50_us, q.p50_us, p.p99_us, q.p99_us, Ratio(q.p99_us, p.p99_us).c_str());
+      std::snprintf(line, sizeof(line),
+                    "| %s | %s | %.0f | %.0f | %s | %.1f | %.1f | %.1f | %.1f | %s |\n",
+                    a.workload.c_str(), op.c_str(), p.throughput, q.throughput,
+                    Ratio(p.throughput, q.throughput).c_str(), p.p50_us, q.p50_us, p.p99_us,
+                    q.p99_us, Ratio(q.p99_us, p.p99_us).c_str());
     } else {
-      std::snprintf(line, sizeof(line), "%-15s %11.0f %11.0f %8s %9.1f %9.1f %8s %9.1f %9.1f %8s\n", op.c_str(),
-                    p.throughput, q.throughput, Ratio(p.throughput, q.throughput).c_str(), p.p50_us, q.p50_us,
-                    Ratio(q.p50_us, p.p50_us).c_str(), p.p99_us, q.p99_us, Ratio(q.p99_us, p.p99_us).c_str());
+      std::snprintf(line, sizeof(line), "%-15s %11.0f %11.0f %8s %9.1f %9.1f %8s %9.1f %9.1f %8s\n",
+                    op.c_str(), p.throughput, q.throughput,
+                    Ratio(p.throughput, q.throughput).c_str(), p.p50_us, q.p50_us,
+                    Ratio(q.p50_us, p.p50_us).c_str(), p.p99_us, q.p99_us,
+                    Ratio(q.p99_us, p.p99_us).c_str());
     }
     out += line;
   }
@@ -202,9 +212,11 @@ Status CheckReport(const Report& r) {
   std::string problems;
   if (r.ops.empty()) problems = "no op ran";
   for (const OpReport& o : r.ops) {
-    if (o.ops == 0 || o.throughput <= 0) problems += (problems.empty() ? "" : "; ") + o.op + ": no completed ops";
+    if (o.ops == 0 || o.throughput <= 0)
+      problems += (problems.empty() ? "" : "; ") + o.op + ": no completed ops";
     if (o.errors > 0) {
-      problems += (problems.empty() ? "" : "; ") + o.op + ": " + std::to_string(o.errors) + " errors";
+      problems +=
+          (problems.empty() ? "" : "; ") + o.op + ": " + std::to_string(o.errors) + " errors";
       for (const auto& [s, n] : o.errors_by_status) problems += " " + s + "=" + std::to_string(n);
     }
   }

@@ -15,32 +15,32 @@
 namespace tagcache::tagbench {
 
 struct OpReport {
-  std::string op;          // OpKindName
-  uint64_t ops = 0;        // completed in the measured window (errors included)
+  std::string op;    // OpKindName
+  uint64_t ops = 0;  // completed in the measured window (errors included)
   uint64_t errors = 0;
   std::map<std::string, uint64_t> errors_by_status;
-  double throughput = 0;   // ops per second over the measured window
+  double throughput = 0;  // ops per second over the measured window
   // Latency in microseconds; open loop: from the intended send time.
   double mean_us = 0, p50_us = 0, p90_us = 0, p99_us = 0, p999_us = 0, max_us = 0;
 };
 
 struct Report {
-  std::string target;      // Target::Describe()
-  std::string target_kind; // "tagcache" / "redis"
-  std::string workload;    // the mix's name
-  std::string mode;        // "closed" or "open"
+  std::string target;       // Target::Describe()
+  std::string target_kind;  // "tagcache" / "redis"
+  std::string workload;     // the mix's name
+  std::string mode;         // "closed" or "open"
   int connections = 0;
   int depth = 0;
-  double rate = 0;         // open loop: target ops/s
+  double rate = 0;  // open loop: target ops/s
   double warmup_s = 0;
-  double duration_s = 0;   // the measured window as it ran
+  double duration_s = 0;  // the measured window as it ran
   uint64_t seed = 0;
   uint64_t users = 0;
   int tags = 0;
   uint64_t assignments = 0;
   uint64_t memory_data_bytes = 0;  // Target::Memory(), 0 when unavailable
   uint64_t memory_rss_bytes = 0;
-  std::vector<OpReport> ops;       // OpKind order, kinds that ran
+  std::vector<OpReport> ops;  // OpKind order, kinds that ran
   uint64_t total_ops = 0;
   double total_throughput = 0;
 };

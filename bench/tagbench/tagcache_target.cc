@@ -49,75 +49,91 @@ class TagcacheSession : public Session {
     switch (op.kind) {
       case OpKind::kGetTags:
       case OpKind::kGetTagsHot:
-        client_->GetTagsAsync(op.users[0], false, [q, token, keep](Result<std::vector<client::TagHit>> r) {
-          Completion c{token, {}};
-          if (!r.ok()) {
-            c.outcome = ErrorOutcome(r.status());
-          } else {
-            c.outcome.answer.count = r->size();
-            if (keep) {
-              std::vector<std::string> names;
-              for (auto& h : *r) names.push_back(std::move(h.tag));
-              std::sort(names.begin(), names.end());
-              c.outcome.answer.tags.push_back(std::move(names));
-            }
-          }
-          q->Push(std::move(c));
-        }, call_);
+        client_->GetTagsAsync(
+            op.users[0], false,
+            [q, token, keep](Result<std::vector<client::TagHit>> r) {
+              Completion c{token, {}};
+              if (!r.ok()) {
+                c.outcome = ErrorOutcome(r.status());
+              } else {
+                c.outcome.answer.count = r->size();
+                if (keep) {
+                  std::vector<std::string> names;
+                  for (auto& h : *r) names.push_back(std::move(h.tag));
+                  std::sort(names.begin(), names.end());
+                  c.outcome.answer.tags.push_back(std::move(names));
+                }
+              }
+              q->Push(std::move(c));
+            },
+            call_);
         break;
       case OpKind::kGetTagsBatch:
-        client_->GetTagsBatchAsync(op.users, false, [q, token, keep](Result<std::vector<client::UserTags>> r) {
-          Completion c{token, {}};
-          if (!r.ok()) {
-            c.outcome = ErrorOutcome(r.status());
-          } else {
-            for (auto& u : *r) {
-              c.outcome.answer.count += u.tags.size();
-              if (keep) {
-                std::vector<std::string> names;
-                for (auto& h : u.tags) names.push_back(std::move(h.tag));
-                std::sort(names.begin(), names.end());
-                c.outcome.answer.tags.push_back(std::move(names));
+        client_->GetTagsBatchAsync(
+            op.users, false,
+            [q, token, keep](Result<std::vector<client::UserTags>> r) {
+              Completion c{token, {}};
+              if (!r.ok()) {
+                c.outcome = ErrorOutcome(r.status());
+              } else {
+                for (auto& u : *r) {
+                  c.outcome.answer.count += u.tags.size();
+                  if (keep) {
+                    std::vector<std::string> names;
+                    for (auto& h : u.tags) names.push_back(std::move(h.tag));
+                    std::sort(names.begin(), names.end());
+                    c.outcome.answer.tags.push_back(std::move(names));
+                  }
+                }
               }
-            }
-          }
-          q->Push(std::move(c));
-        }, call_);
+              q->Push(std::move(c));
+            },
+            call_);
         break;
       case OpKind::kHasTags:
-        client_->HasTagsAsync(op.users[0], op.tags, [q, token](Result<std::vector<bool>> r) {
-          Completion c{token, {}};
-          if (!r.ok()) {
-            c.outcome = ErrorOutcome(r.status());
-          } else {
-            c.outcome.answer.count = static_cast<uint64_t>(std::count(r->begin(), r->end(), true));
-            c.outcome.answer.has = std::move(*r);
-          }
-          q->Push(std::move(c));
-        }, call_);
+        client_->HasTagsAsync(
+            op.users[0], op.tags,
+            [q, token](Result<std::vector<bool>> r) {
+              Completion c{token, {}};
+              if (!r.ok()) {
+                c.outcome = ErrorOutcome(r.status());
+              } else {
+                c.outcome.answer.count =
+                    static_cast<uint64_t>(std::count(r->begin(), r->end(), true));
+                c.outcome.answer.has = std::move(*r);
+              }
+              q->Push(std::move(c));
+            },
+            call_);
         break;
       case OpKind::kCount:
-        client_->CountAsync(op.expr.text, [q, token](Result<uint64_t> r) {
-          Completion c{token, {}};
-          if (!r.ok()) {
-            c.outcome = ErrorOutcome(r.status());
-          } else {
-            c.outcome.answer.count = *r;
-          }
-          q->Push(std::move(c));
-        }, call_);
+        client_->CountAsync(
+            op.expr.text,
+            [q, token](Result<uint64_t> r) {
+              Completion c{token, {}};
+              if (!r.ok()) {
+                c.outcome = ErrorOutcome(r.status());
+              } else {
+                c.outcome.answer.count = *r;
+              }
+              q->Push(std::move(c));
+            },
+            call_);
         break;
       case OpKind::kTopTags:
-        client_->TopTagsAsync(op.expr.text, op.k, [q, token](Result<std::vector<client::TagCount>> r) {
-          Completion c{token, {}};
-          if (!r.ok()) {
-            c.outcome = ErrorOutcome(r.status());
-          } else {
-            c.outcome.answer.count = r->size();
-            for (auto& t : *r) c.outcome.answer.top.emplace_back(std::move(t.tag), t.count);
-          }
-          q->Push(std::move(c));
-        }, call_);
+        client_->TopTagsAsync(
+            op.expr.text, op.k,
+            [q, token](Result<std::vector<client::TagCount>> r) {
+              Completion c{token, {}};
+              if (!r.ok()) {
+                c.outcome = ErrorOutcome(r.status());
+              } else {
+                c.outcome.answer.count = r->size();
+                for (auto& t : *r) c.outcome.answer.top.emplace_back(std::move(t.tag), t.count);
+              }
+              q->Push(std::move(c));
+            },
+            call_);
         break;
       case OpKind::kUpdate: {
         client::Event e;
@@ -125,15 +141,18 @@ class TagcacheSession : public Session {
         e.tag = op.tags[0];
         e.op = op.set ? client::TagOp::kSet : client::TagOp::kClear;
         e.ts = op.ts;
-        client_->ApplyEventsAsync({e}, [q, token](Result<client::ApplyEventsResult> r) {
-          Completion c{token, {}};
-          if (!r.ok()) {
-            c.outcome = ErrorOutcome(r.status());
-          } else {
-            c.outcome.answer.count = r->applied;
-          }
-          q->Push(std::move(c));
-        }, call_);
+        client_->ApplyEventsAsync(
+            {e},
+            [q, token](Result<client::ApplyEventsResult> r) {
+              Completion c{token, {}};
+              if (!r.ok()) {
+                c.outcome = ErrorOutcome(r.status());
+              } else {
+                c.outcome.answer.count = r->applied;
+              }
+              q->Push(std::move(c));
+            },
+            call_);
         break;
       }
     }
@@ -146,7 +165,8 @@ class TagcacheSession : public Session {
 
   std::optional<Completion> Next(Clock::time_point deadline) override {
     std::unique_lock<std::mutex> lock(queue_->mu);
-    if (!queue_->cv.wait_until(lock, deadline, [&] { return !queue_->done.empty(); })) return std::nullopt;
+    if (!queue_->cv.wait_until(lock, deadline, [&] { return !queue_->done.empty(); }))
+      return std::nullopt;
     Completion c = std::move(queue_->done.front());
     queue_->done.pop_front();
     return c;
@@ -161,14 +181,16 @@ class TagcacheSession : public Session {
 
 class TagcacheTarget : public Target {
  public:
-  TagcacheTarget(std::unique_ptr<client::Client> client, std::string seeds, std::chrono::milliseconds timeout)
+  TagcacheTarget(std::unique_ptr<client::Client> client, std::string seeds,
+                 std::chrono::milliseconds timeout)
       : client_(std::move(client)), seeds_(std::move(seeds)), timeout_(timeout) {}
 
   std::string Describe() const override { return "tagcache " + seeds_; }
   std::string Kind() const override { return "tagcache"; }
 
   Result<std::unique_ptr<Session>> OpenSession(const SessionOptions& options) override {
-    return std::unique_ptr<Session>(std::make_unique<TagcacheSession>(client_.get(), options.keep_answers, timeout_));
+    return std::unique_ptr<Session>(
+        std::make_unique<TagcacheSession>(client_.get(), options.keep_answers, timeout_));
   }
 
   Result<MemoryReport> Memory() override {
@@ -209,7 +231,8 @@ Result<std::unique_ptr<Target>> ConnectTagcache(const TagcacheTargetOptions& opt
   co.client_name = "tagbench";
   Result<std::unique_ptr<client::Client>> c = client::Client::Connect(co);
   if (!c.ok()) return c.status();
-  return std::unique_ptr<Target>(std::make_unique<TagcacheTarget>(std::move(c).value(), options.seeds, options.timeout));
+  return std::unique_ptr<Target>(
+      std::make_unique<TagcacheTarget>(std::move(c).value(), options.seeds, options.timeout));
 }
 
 }  // namespace tagcache::tagbench

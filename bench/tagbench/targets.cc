@@ -5,8 +5,8 @@
 
 namespace tagcache::tagbench {
 
-Result<std::unique_ptr<Target>> OpenTarget(const std::string& url, const Manifest& manifest, int connections,
-                                           int depth) {
+Result<std::unique_ptr<Target>> OpenTarget(const std::string& url, const Manifest& manifest,
+                                           int connections, int depth) {
   if (url.rfind("redis://", 0) == 0) {
     Result<RedisAddress> a = ParseRedisUrl(url);
     if (!a.ok()) return a.status();
@@ -19,7 +19,8 @@ Result<std::unique_ptr<Target>> OpenTarget(const std::string& url, const Manifes
   std::string seeds = url;
   if (seeds.rfind("tagcache://", 0) == 0) seeds = seeds.substr(11);
   if (seeds.empty() || seeds.find("://") != std::string::npos) {
-    return Status::BadRequest("target must be redis://HOST:PORT or tagcache://HOST:PORT, got '" + url + "'");
+    return Status::BadRequest("target must be redis://HOST:PORT or tagcache://HOST:PORT, got '" +
+                              url + "'");
   }
   TagcacheTargetOptions o;
   o.seeds = seeds;

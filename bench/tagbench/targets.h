@@ -12,7 +12,7 @@
 namespace tagcache::tagbench {
 
 // BAD_REQUEST for a malformed URL; the connection's error otherwise.
-Result<std::unique_ptr<Target>> OpenTarget(const std::string& url, const Manifest& manifest, int connections,
-                                           int depth);
+Result<std::unique_ptr<Target>> OpenTarget(const std::string& url, const Manifest& manifest,
+                                           int connections, int depth);
 
 }  // namespace tagcache::tagbench

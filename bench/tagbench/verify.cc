@@ -25,7 +25,8 @@ Result<OpAnswer> Ask(Session& s, const Op& op, const std::string& who) {
   std::optional<Completion> c = s.Next(Clock::now() + std::chrono::seconds(30));
   if (!c) return Status::IoError(who + ": no answer within 30 s to " + DescribeOp(op));
   if (!c->outcome.error.empty()) {
-    return Status::Internal(who + ": " + c->outcome.error + " " + c->outcome.message + " for " + DescribeOp(op));
+    return Status::Internal(who + ": " + c->outcome.error + " " + c->outcome.message + " for " +
+                            DescribeOp(op));
   }
   return c->outcome.answer;
 }
@@ -43,8 +44,9 @@ std::string DescribeOp(const Op& op) {
   return s;
 }
 
-Result<VerifyResult> CrossCheck(Target& a, Target& b, const Manifest& manifest, const WorkloadOptions& workload,
-                                uint64_t ops_per_kind, uint64_t seed) {
+Result<VerifyResult> CrossCheck(Target& a, Target& b, const Manifest& manifest,
+                                const WorkloadOptions& workload, uint64_t ops_per_kind,
+                                uint64_t seed) {
   SessionOptions so;
   so.keep_answers = true;
   so.index = 9999;  // temp keys apart from any running workload's
@@ -55,8 +57,8 @@ Result<VerifyResult> CrossCheck(Target& a, Target& b, const Manifest& manifest, 
   Result<OpMix> mix = ResolveMix("lookup");
   OpGenerator gen(manifest, *mix, workload, seed);
   VerifyResult result;
-  const OpKind kinds[] = {OpKind::kGetTags, OpKind::kGetTagsHot, OpKind::kGetTagsBatch, OpKind::kHasTags,
-                          OpKind::kCount, OpKind::kTopTags};
+  const OpKind kinds[] = {OpKind::kGetTags, OpKind::kGetTagsHot, OpKind::kGetTagsBatch,
+                          OpKind::kHasTags, OpKind::kCount,      OpKind::kTopTags};
   for (OpKind kind : kinds) {
     for (uint64_t i = 0; i < ops_per_kind; ++i) {
       const Op op = gen.Make(kind);
@@ -65,11 +67,12 @@ Result<VerifyResult> CrossCheck(Target& a, Target& b, const Manifest& manifest, 
       Result<OpAnswer> y = Ask(**sb, op, b.Describe());
       if (!y.ok()) return y.status();
       ++result.compared;
-      const bool same = x->count == y->count && x->tags == y->tags && x->has == y->has && x->top == y->top;
+      const bool same =
+          x->count == y->count && x->tags == y->tags && x->has == y->has && x->top == y->top;
       if (!same) {
         if (result.mismatches++ == 0) {
-          result.first_mismatch = DescribeOp(op) + ": " + a.Kind() + " " + Describe(*x) + " vs " + b.Kind() + " " +
-                                  Describe(*y);
+          result.first_mismatch = DescribeOp(op) + ": " + a.Kind() + " " + Describe(*x) + " vs " +
+                                  b.Kind() + " " + Describe(*y);
         }
       }
     }

@@ -42,7 +42,8 @@ Status ValidateWorkload(const WorkloadOptions& options);
 class OpGenerator {
  public:
   // REQUIRES: ValidateWorkload(options).ok(), and at least one existing tag.
-  OpGenerator(const Manifest& manifest, const OpMix& mix, const WorkloadOptions& options, uint64_t seed);
+  OpGenerator(const Manifest& manifest, const OpMix& mix, const WorkloadOptions& options,
+              uint64_t seed);
 
   // The next op of the mix.
   Op Next();
@@ -61,9 +62,9 @@ class OpGenerator {
   WorkloadOptions options_;
   bench::SplitMix64 rng_;
   uint64_t users_;
-  std::vector<int> existing_;          // ranks of existing tags
-  bench::RankSampler by_popularity_;   // over existing_, weighted by final members + 1
-  int audience_tag_ = -1;              // audience_share's tag rank
+  std::vector<int> existing_;         // ranks of existing tags
+  bench::RankSampler by_popularity_;  // over existing_, weighted by final members + 1
+  int audience_tag_ = -1;             // audience_share's tag rank
 };
 
 }  // namespace tagcache::tagbench

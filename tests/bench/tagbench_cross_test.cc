@@ -6,7 +6,6 @@
 // Skipped when redis-server is not installed (tagcache.sh installs it; the
 // bench-smoke test fails instead of skipping).
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <cstdlib>
@@ -37,7 +36,8 @@ std::string FindInPath(const std::string& name) {
   size_t start = 0;
   while (start <= dirs.size()) {
     const size_t end = dirs.find(':', start);
-    const std::string dir = dirs.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    const std::string dir =
+        dirs.substr(start, end == std::string::npos ? std::string::npos : end - start);
     const std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
     if (end == std::string::npos) break;
@@ -52,7 +52,8 @@ class TagbenchCrossTest : public ::testing::Test {
     redis_server_ = FindInPath("redis-server");
     redis_cli_ = FindInPath("redis-cli");
     if (redis_server_.empty() || redis_cli_.empty()) {
-      GTEST_SKIP() << "redis-server/redis-cli not installed (./tagcache.sh installs redis-server and redis-tools)";
+      GTEST_SKIP() << "redis-server/redis-cli not installed (./tagcache.sh installs redis-server "
+                      "and redis-tools)";
     }
     DatasetSpec spec;
     spec.users = 3000;
@@ -70,16 +71,20 @@ class TagbenchCrossTest : public ::testing::Test {
     std::filesystem::create_directories(dir_ / "node");
     server_ = ServerProcess::Start(TAGCACHE_SERVER_BIN, dir_ / "node");
     ASSERT_NE(server_, nullptr);
-    RunResult load = RunProgram(TAGCTL_BIN, {"--seeds", server_->address(), "load", dir_ / "data/snapshot.csv",
-                                             "--ts", std::to_string(spec.snapshot_ts)}, 60s);
+    RunResult load = RunProgram(TAGCTL_BIN,
+                                {"--seeds", server_->address(), "load", dir_ / "data/snapshot.csv",
+                                 "--ts", std::to_string(spec.snapshot_ts)},
+                                60s);
     ASSERT_EQ(load.exit_code, 0) << load.err;
-    RunResult stream = RunProgram(TAGCTL_BIN, {"--seeds", server_->address(), "stream", dir_ / "data/events.ndjson"}, 60s);
+    RunResult stream = RunProgram(
+        TAGCTL_BIN, {"--seeds", server_->address(), "stream", dir_ / "data/events.ndjson"}, 60s);
     ASSERT_EQ(stream.exit_code, 0) << stream.err;
 
     // Redis on a free port, RAM only; mass insert of the merged state.
     redis_port_ = tagcache::testing::UnusedPort();
-    redis_ = ChildProcess::Start(redis_server_, {"--port", std::to_string(redis_port_), "--bind", "127.0.0.1",
-                                                 "--save", "", "--appendonly", "no", "--dir", dir_.path()},
+    redis_ = ChildProcess::Start(redis_server_,
+                                 {"--port", std::to_string(redis_port_), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no", "--dir", dir_.path()},
                                  dir_.path());
     ASSERT_NE(redis_, nullptr);
     std::vector<std::string> tags;
@@ -95,7 +100,8 @@ class TagbenchCrossTest : public ::testing::Test {
       }
     }
     ASSERT_NE(redis_target_, nullptr) << "redis-server did not answer: " << redis_->Err();
-    RunResult pipe = RunProgram(redis_cli_, {"-p", std::to_string(redis_port_), "--pipe"}, 60s, dir_ / "data/redis.resp");
+    RunResult pipe = RunProgram(redis_cli_, {"-p", std::to_string(redis_port_), "--pipe"}, 60s,
+                                dir_ / "data/redis.resp");
     ASSERT_EQ(pipe.exit_code, 0) << pipe.out << pipe.err;
     ASSERT_NE(pipe.out.find("errors: 0"), std::string::npos) << pipe.out;
 
@@ -134,8 +140,8 @@ TEST_F(TagbenchCrossTest, BothTargetsGiveTheSameAnswers) {
   EXPECT_EQ(v->compared, 6u * 60u);
   EXPECT_EQ(v->mismatches, 0u) << v->first_mismatch;
   // Narrow and wide audiences: 2-3 terms, and one tag of ~10 % for top_tags.
-  Result<VerifyResult> narrow =
-      CrossCheck(*tagcache_target_, *redis_target_, manifest_, {.min_terms = 2, .max_terms = 3}, 40, 4);
+  Result<VerifyResult> narrow = CrossCheck(*tagcache_target_, *redis_target_, manifest_,
+                                           {.min_terms = 2, .max_terms = 3}, 40, 4);
   ASSERT_TRUE(narrow.ok()) << narrow.status().ToString();
   EXPECT_EQ(narrow->mismatches, 0u) << narrow->first_mismatch;
   Result<VerifyResult> share =
@@ -229,7 +235,8 @@ TEST_F(TagbenchCrossTest, ALostServerIsCountedAsErrorsAndTheRunGoesOn) {
   // A target that cannot be reached at all is named when a session opens.
   Result<Report> none = RunWorkload(*redis_target_, manifest_, o);
   ASSERT_FALSE(none.ok());
-  EXPECT_NE(none.status().message().find("opening a session"), std::string::npos) << none.status().ToString();
+  EXPECT_NE(none.status().message().find("opening a session"), std::string::npos)
+      << none.status().ToString();
 }
 
 }  // namespace

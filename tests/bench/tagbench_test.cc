@@ -57,7 +57,8 @@ TEST(HistogramTest, SmallValuesAreExactAndBucketsAreContiguous) {
     ASSERT_EQ(Histogram::BucketLow(b), Histogram::BucketHigh(b - 1) + 1) << b;
     ASSERT_EQ(Histogram::BucketOf(Histogram::BucketLow(b)), b);
     // Every bucket is narrower than 1/128 of its values.
-    ASSERT_LE(Histogram::BucketHigh(b) - Histogram::BucketLow(b), Histogram::BucketLow(b) / 128) << b;
+    ASSERT_LE(Histogram::BucketHigh(b) - Histogram::BucketLow(b), Histogram::BucketLow(b) / 128)
+        << b;
   }
   EXPECT_EQ(Histogram::BucketOf(UINT64_MAX), Histogram::kBuckets - 1);
 }
@@ -73,7 +74,8 @@ TEST(HistogramTest, MergeEqualsRecordingEverythingInOne) {
   EXPECT_EQ(a.count(), all.count());
   EXPECT_EQ(a.min(), all.min());
   EXPECT_EQ(a.max(), all.max());
-  for (double q : {0.0, 0.25, 0.5, 0.9, 0.99, 1.0}) EXPECT_EQ(a.Percentile(q), all.Percentile(q)) << q;
+  for (double q : {0.0, 0.25, 0.5, 0.9, 0.99, 1.0})
+    EXPECT_EQ(a.Percentile(q), all.Percentile(q)) << q;
 }
 
 TEST(HistogramTest, EmptyAndSingleValue) {
@@ -112,7 +114,8 @@ TEST(OpMixTest, BadMixesNameTheProblem) {
   EXPECT_NE(err("get_tags=-5,count=105").find("number in [0, 100]"), std::string::npos);
   EXPECT_NE(err("count=50,count=50").find("given twice"), std::string::npos);
   EXPECT_NE(err("").find("empty op mix"), std::string::npos);
-  for (const std::string& s : {err("get_tags=50,fetch=50")}) EXPECT_EQ(s.rfind("BAD_REQUEST", 0), 0u);
+  for (const std::string& s : {err("get_tags=50,fetch=50")})
+    EXPECT_EQ(s.rfind("BAD_REQUEST", 0), 0u);
 }
 
 TEST(OpMixTest, PresetsResolveAndUnknownPresetsListThem) {
@@ -176,7 +179,8 @@ TEST(DatasetTest, SameSeedSameFilesOtherSeedOtherFiles) {
   ASSERT_TRUE(GenerateDataset(spec, b.path()).ok());
   spec.seed = 8;
   ASSERT_TRUE(GenerateDataset(spec, c.path()).ok());
-  for (const char* f : {"snapshot.csv", "events.ndjson", "redis.resp", "dataset.json", "roaring/tag0000.roaring"}) {
+  for (const char* f :
+       {"snapshot.csv", "events.ndjson", "redis.resp", "dataset.json", "roaring/tag0000.roaring"}) {
     const std::string x = Slurp(a / f);
     ASSERT_FALSE(x.empty()) << f;
     EXPECT_EQ(x, Slurp(b / f)) << f;
@@ -198,7 +202,8 @@ TEST(DatasetTest, PopularityFollowsThePowerLaw) {
   for (const TagInfo& t : m->tags) {
     const double expected = t.density * 100000;
     // Binomial: within 5 standard deviations.
-    EXPECT_NEAR(static_cast<double>(t.snapshot_members), expected, 5 * std::sqrt(expected) + 1) << t.name;
+    EXPECT_NEAR(static_cast<double>(t.snapshot_members), expected, 5 * std::sqrt(expected) + 1)
+        << t.name;
   }
   uint64_t sum = 0;
   for (const TagInfo& t : m->tags) sum += t.snapshot_members;
@@ -305,12 +310,15 @@ TEST(DatasetTest, RedisImageIsTheMergedStateOfSnapshotAndEvents) {
       if (e.ts <= spec.snapshot_ts) continue;
       const bool set = e.op == client::TagOp::kSet;
       auto [it, fresh] = newest.try_emplace({e.user, e.tag}, e.ts, set);
-      if (!fresh && (e.ts > it->second.first || (e.ts == it->second.first && !set))) it->second = {e.ts, set};
+      if (!fresh && (e.ts > it->second.first || (e.ts == it->second.first && !set)))
+        it->second = {e.ts, set};
     }
   }
   for (const auto& [key, win] : newest) {
-    if (win.second) model[key.first].insert(key.second);
-    else model[key.first].erase(key.second);
+    if (win.second)
+      model[key.first].insert(key.second);
+    else
+      model[key.first].erase(key.second);
   }
   std::erase_if(model, [](const auto& kv) { return kv.second.empty(); });
 
@@ -328,7 +336,8 @@ TEST(DatasetTest, RedisImageIsTheMergedStateOfSnapshotAndEvents) {
     const std::string key(r->element[1]->str, r->element[1]->len);
     if (cmd == "SADD") {
       const uint64_t u = std::stoull(key.substr(5));
-      for (size_t i = 2; i < r->elements; ++i) sets[u].insert(std::string(r->element[i]->str, r->element[i]->len));
+      for (size_t i = 2; i < r->elements; ++i)
+        sets[u].insert(std::string(r->element[i]->str, r->element[i]->len));
     } else {
       ASSERT_EQ(cmd, "SETRANGE");
       const size_t at = std::stoull(std::string(r->element[2]->str, r->element[2]->len));
@@ -479,30 +488,34 @@ TEST(RedisPlanTest, PointOps) {
   op.kind = OpKind::kGetTagsBatch;
   op.users = {1, 2};
   p = PlanRedis(op, {}, 3);
-  EXPECT_EQ(p.commands, (std::vector<std::vector<std::string>>{{"SMEMBERS", "user:1"}, {"SMEMBERS", "user:2"}}));
+  EXPECT_EQ(p.commands, (std::vector<std::vector<std::string>>{{"SMEMBERS", "user:1"},
+                                                               {"SMEMBERS", "user:2"}}));
   EXPECT_EQ(p.answer_replies, (std::vector<size_t>{0, 1}));
   op.kind = OpKind::kHasTags;
   op.users = {7};
   op.tags = {"a", "b"};
   p = PlanRedis(op, {}, 3);
-  EXPECT_EQ(p.commands, (std::vector<std::vector<std::string>>{{"SMISMEMBER", "user:7", "a", "b"}}));
+  EXPECT_EQ(p.commands,
+            (std::vector<std::vector<std::string>>{{"SMISMEMBER", "user:7", "a", "b"}}));
   op.kind = OpKind::kUpdate;
   op.tags = {"a"};
   op.set = true;
   p = PlanRedis(op, {}, 3);
-  EXPECT_EQ(p.commands, (std::vector<std::vector<std::string>>{
-                            {"SADD", "user:7", "a"}, {"SETBIT", "tag:a", "7", "1"}, {"SETBIT", "known", "7", "1"}}));
+  EXPECT_EQ(p.commands, (std::vector<std::vector<std::string>>{{"SADD", "user:7", "a"},
+                                                               {"SETBIT", "tag:a", "7", "1"},
+                                                               {"SETBIT", "known", "7", "1"}}));
   op.set = false;
   p = PlanRedis(op, {}, 3);
-  EXPECT_EQ(p.commands,
-            (std::vector<std::vector<std::string>>{{"SREM", "user:7", "a"}, {"SETBIT", "tag:a", "7", "0"}}));
+  EXPECT_EQ(p.commands, (std::vector<std::vector<std::string>>{{"SREM", "user:7", "a"},
+                                                               {"SETBIT", "tag:a", "7", "0"}}));
 }
 
 TEST(RedisPlanTest, CountOfEachShape) {
   Op op;
   op.kind = OpKind::kCount;
   op.expr.groups = {{{"a", false}}};
-  EXPECT_EQ(PlanRedis(op, {}, 1).commands, (std::vector<std::vector<std::string>>{{"BITCOUNT", "tag:a"}}));
+  EXPECT_EQ(PlanRedis(op, {}, 1).commands,
+            (std::vector<std::vector<std::string>>{{"BITCOUNT", "tag:a"}}));
   op.expr.groups = {{{"a", false}, {"b", false}, {"c", true}}};
   EXPECT_EQ(PlanRedis(op, {}, 1).commands, (std::vector<std::vector<std::string>>{
                                                {"BITOP", "AND", "tmp:1:g0", "tag:a", "tag:b"},
@@ -525,10 +538,11 @@ TEST(RedisPlanTest, TopTagsIsOneAndPlusCountPerTag) {
   op.kind = OpKind::kTopTags;
   op.expr.groups = {{{"a", false}}};
   RedisPlan p = PlanRedis(op, {"a", "b"}, 2);
-  EXPECT_EQ(p.commands, (std::vector<std::vector<std::string>>{{"BITOP", "AND", "tmp:2:x", "tag:a", "tag:a"},
-                                                               {"BITCOUNT", "tmp:2:x"},
-                                                               {"BITOP", "AND", "tmp:2:x", "tag:a", "tag:b"},
-                                                               {"BITCOUNT", "tmp:2:x"}}));
+  EXPECT_EQ(p.commands,
+            (std::vector<std::vector<std::string>>{{"BITOP", "AND", "tmp:2:x", "tag:a", "tag:a"},
+                                                   {"BITCOUNT", "tmp:2:x"},
+                                                   {"BITOP", "AND", "tmp:2:x", "tag:a", "tag:b"},
+                                                   {"BITCOUNT", "tmp:2:x"}}));
   EXPECT_EQ(p.answer_replies, (std::vector<size_t>{1, 3}));
   EXPECT_EQ(p.top_tags, (std::vector<std::string>{"a", "b"}));
   const auto ranked = RankTopTags({{"b", 5}, {"a", 5}, {"c", 9}, {"d", 0}, {"e", 1}}, 3);
@@ -545,7 +559,8 @@ TEST(RedisUrlTest, ParsesAndRefuses) {
   EXPECT_NE(ParseRedisUrl("redis://h:99999").status().message().find("port"), std::string::npos);
   EXPECT_NE(ParseRedisUrl("redis://h:12x").status().message().find("port"), std::string::npos);
   EXPECT_FALSE(ParseRedisUrl("redis://:1").ok());
-  EXPECT_EQ(InfoField("# Memory\r\nused_memory:12345\r\nused_memory_rss:999\r\n", "used_memory"), 12345u);
+  EXPECT_EQ(InfoField("# Memory\r\nused_memory:12345\r\nused_memory_rss:999\r\n", "used_memory"),
+            12345u);
   EXPECT_EQ(InfoField("used_memory_rss:999\r\n", "used_memory"), 0u);
 }
 
