@@ -40,9 +40,8 @@ struct Shared {
 // `closed` (or the state gone: the handler holds it weakly) and does nothing.
 struct HandlerLoop {
   std::mutex mu;
-  std::condition_variable cv;
+  std::condition_variable cv;  // the driver thread waits here for a free slot or the drain
   bool closed = false;
-  int outstanding = 0;
   std::shared_ptr<Session> session;  // kept alive for a handler mid-Send
   // Records a completion; returns the next op to send, if any. Under mu.
   std::function<std::optional<std::pair<Op, uint64_t>>(const Completion&)> step;
@@ -53,14 +52,14 @@ struct HandlerLoop {
       std::lock_guard<std::mutex> lock(mu);
       if (closed) return;
       next = step(c);
-      if (!next) {
-        --outstanding;
-        cv.notify_all();
-      }
+    }
+    if (!next) {
+      cv.notify_all();  // no syscall unless the driver thread waits
+      return;
     }
     // Outside the lock: a target may complete an op synchronously inside
     // Send, which would re-enter OnCompletion.
-    if (next) session->Send(next->first, next->second);
+    session->Send(next->first, next->second);
   }
 };
 
@@ -113,35 +112,57 @@ void Drive(Target& target, const Manifest& manifest, const RunOptions& o, int in
     }
   };
 
-  if (!open_loop) {
-    auto loop = std::make_shared<HandlerLoop>();
-    loop->session = session;
-    loop->step = [&](const Completion& c) -> std::optional<std::pair<Op, uint64_t>> {
-      const auto now = Clock::now();
-      record(c, now);
-      if (now >= end) return std::nullopt;
-      return make(now);
+  // Handler mode (targets with their own I/O thread): in_flight and the
+  // generator are shared with the handler, so they are touched under
+  // loop->mu only.
+  auto loop = std::make_shared<HandlerLoop>();
+  loop->session = session;
+  loop->step = [&](const Completion& c) -> std::optional<std::pair<Op, uint64_t>> {
+    const auto now = Clock::now();
+    record(c, now);
+    if (open_loop || now >= end) return std::nullopt;
+    return make(now);
+  };
+  std::weak_ptr<HandlerLoop> weak = loop;
+  if (session->SetHandler([weak](Completion c) {
+        if (std::shared_ptr<HandlerLoop> l = weak.lock()) l->OnCompletion(c);
+      })) {
+    std::unique_lock<std::mutex> lock(loop->mu);
+    auto send_unlocked = [&](Clock::time_point start) {
+      std::pair<Op, uint64_t> op = make(start);
+      lock.unlock();
+      session->Send(op.first, op.second);
+      lock.lock();
     };
-    std::weak_ptr<HandlerLoop> weak = loop;
-    if (session->SetHandler([weak](Completion c) {
-          if (std::shared_ptr<HandlerLoop> l = weak.lock()) l->OnCompletion(c);
-        })) {
-      for (int i = 0; i < o.depth; ++i) {
-        std::pair<Op, uint64_t> op;
-        {
-          std::lock_guard<std::mutex> lock(loop->mu);
-          op = make(Clock::now());
-          ++loop->outstanding;
+    if (!open_loop) {
+      for (int i = 0; i < o.depth; ++i) send_unlocked(Clock::now());
+      // Completions send the next op themselves until `end`.
+      lock.unlock();
+      std::this_thread::sleep_until(end);
+      lock.lock();
+    } else {
+      while (Clock::now() < end) {
+        const int n = static_cast<int>(in_flight.size());
+        if (n < o.depth && Clock::now() >= next_send) {
+          send_unlocked(next_send);  // latency counts from when it should have gone out
+          next_send += interval;
+        } else if (n < o.depth) {
+          lock.unlock();
+          std::this_thread::sleep_until(std::min(next_send, end));
+          lock.lock();
+        } else {
+          loop->cv.wait_until(lock, end,
+                              [&] { return static_cast<int>(in_flight.size()) < o.depth; });
         }
-        session->Send(op.first, op.second);
       }
-      std::unique_lock<std::mutex> lock(loop->mu);
-      // Past `end` no completion sends again, so outstanding falls to zero
-      // unless answers are lost; the drain bounds that wait.
-      loop->cv.wait_until(lock, end + o.drain, [&] { return loop->outstanding == 0; });
-      loop->closed = true;
-      return;
     }
+    // Past `end` nothing is sent again; wait (bounded) for the answers owed.
+    loop->cv.wait_until(lock, Clock::now() + o.drain, [&] { return in_flight.empty(); });
+    loop->closed = true;
+    return;
+  }
+
+  if (!open_loop) {
     for (int i = 0; i < o.depth; ++i) send(Clock::now());
     while (Clock::now() < end) {
       std::optional<Completion> c = session->Next(end);
