@@ -159,6 +159,7 @@ VERIFY_OPS=$([ "$SMOKE" = 1 ] && echo 30 || echo 20)
 # name | tagbench run arguments. Audience queries run with few concurrent
 # callers (analysts and campaign tools, not an online service's fan-out).
 C=$CONNECTIONS; D=$DEPTH
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)  # other work on a shared machine shows here
 WORKLOADS=(
   "lookup|-w lookup -c $C -d $D"
   "lookup-hot|-w lookup-hot -c $C -d $D"
@@ -197,7 +198,7 @@ mb() { awk "BEGIN { printf \"%.1f\", $1 / 1000000 }"; }
 {
   echo "## tagcache vs Redis, same machine, same run (bench/run-comparison.sh)"
   echo
-  echo "- machine: $(nproc) cores ($CPU), $MEM RAM, Linux $(uname -r); both servers and tagbench on it"
+  echo "- machine: $(nproc) cores ($CPU), $MEM RAM, Linux $(uname -r); both servers and tagbench on it; load average before the runs: $LOADAVG"
   echo "- build: ${BUILD_TYPE:-unknown}; $(redis-server --version | cut -d' ' -f1-3); durability: $([ "$DURABLE" = 1 ] && echo 'tagcache --fsync batch, Redis appendonly everysec' || echo 'off (tagcache RAM only, Redis --save "" --appendonly no)')"
   echo "- dataset: $(head -1 "$DIR/gen.txt" | sed 's/^dataset [^:]*: //'); $ASSIGN assignments after the events (seed $SEED)"
   echo
