@@ -54,9 +54,15 @@ ServiceLimits LimitsOf(const NodeOptions& o) {
   limits.max_frame_bytes = std::max(o.max_frame_bytes, protocol::kPreHelloMaxFrameBytes);
   limits.max_inflight = std::max<uint32_t>(o.max_inflight, 1);
   limits.max_output_bytes = o.max_output_bytes;
+  // One largest response may always land on top of the pause threshold.
+  const size_t floor =
+      o.max_output_bytes + protocol::kFrameHeaderBytes + size_t{limits.max_frame_bytes};
+  limits.max_output_hard_bytes = std::max(o.max_output_hard_bytes, floor);
   limits.max_connections = std::max<uint32_t>(o.max_connections, 1);
   limits.hello_timeout = o.hello_timeout;
   limits.write_timeout = o.write_timeout;
+  limits.idle_timeout = o.idle_timeout;
+  limits.max_audience_page = std::max<uint32_t>(o.max_audience_page, 1);
   return limits;
 }
 
