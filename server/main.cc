@@ -288,6 +288,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(size_t{1}, size_t{1} << 20));
   app.add_option("--metrics-listen", metrics_listen,
                  "Serve Prometheus metrics at http://HOST:PORT/metrics (default: off)");
+  std::string metrics_port_file;
+  app.add_option("--metrics-port-file", metrics_port_file,
+                 "Write the metrics endpoint's bound port to this file once listening");
   app.add_option("--max-connections", options.max_connections,
                  "Connections served at once; more are answered OVERLOADED and closed")
       ->check(CLI::Range(1u, 1'000'000u));
@@ -379,6 +382,12 @@ int main(int argc, char** argv) {
   tagcache::Status status = node.Start();
   if (!status.ok()) {
     spdlog::error("{}", status.ToString());
+    return 1;
+  }
+  // Before --port-file: whoever waits for that one finds this one too.
+  if (!metrics_port_file.empty() && !WritePortFile(metrics_port_file, node.metrics_port())) {
+    spdlog::error("cannot write --metrics-port-file {}: {}", metrics_port_file,
+                  std::strerror(errno));
     return 1;
   }
   if (!port_file.empty() && !WritePortFile(port_file, node.port())) {

@@ -1,9 +1,10 @@
 // The real tagcache-server's limit and metrics flags: started as a process
-// on 127.0.0.1, scraped over HTTP at the address it logs, and given bad
+// on 127.0.0.1, scraped over HTTP at the port it writes, and given bad
 // flag values, which it must refuse with a message naming the flag.
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
 #include <string>
 #include <thread>
 
@@ -16,16 +17,13 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// The metrics port the server logged ("metrics on http://127.0.0.1:PORT/metrics"),
-// polled for up to 5 s; 0 when it never appeared.
-uint16_t LoggedMetricsPort(const ServerProcess& server) {
-  const std::string marker = "metrics on http://127.0.0.1:";
+// The port in `path` (--metrics-port-file), polled for up to 5 s; 0 when it
+// never appeared. The server writes it before its --port-file.
+uint16_t ReadPortFile(const std::string& path) {
   for (int attempt = 0; attempt < 100; ++attempt) {
-    const std::string log = server.Log();
-    const size_t at = log.find(marker);
-    if (at != std::string::npos) {
-      return static_cast<uint16_t>(std::stoul(log.substr(at + marker.size())));
-    }
+    std::ifstream in(path);
+    unsigned port = 0;
+    if (in >> port && port > 0 && port <= 65535) return static_cast<uint16_t>(port);
     std::this_thread::sleep_for(milliseconds(50));
   }
   return 0;
@@ -33,12 +31,14 @@ uint16_t LoggedMetricsPort(const ServerProcess& server) {
 
 TEST(OpsIntegrationTest, MetricsEndpointAndLimitFlagsOfTheRealServer) {
   TempDir dir;
+  const std::string metrics_port_file = dir.path() + "/metrics.port";
   auto server = ServerProcess::Start(TAGCACHE_SERVER_BIN, dir.path(), 0,
-                                     {"--metrics-listen", "127.0.0.1:0", "--max-expr-depth", "4",
+                                     {"--metrics-listen", "127.0.0.1:0", "--metrics-port-file",
+                                      metrics_port_file, "--max-expr-depth", "4",
                                       "--max-audience-page", "10", "--idle-timeout-s", "60",
                                       "--repair-interval-s", "0"});
   ASSERT_NE(server, nullptr);
-  const uint16_t metrics_port = LoggedMetricsPort(*server);
+  const uint16_t metrics_port = ReadPortFile(metrics_port_file);
   ASSERT_NE(metrics_port, 0) << server->Log();
 
   client::ClientOptions options;
@@ -70,8 +70,12 @@ TEST(OpsIntegrationTest, MetricsEndpointAndLimitFlagsOfTheRealServer) {
       saw_idle = true;
       EXPECT_EQ(l.value, 60'000u);
     }
-    if (l.limit == "expression") EXPECT_EQ(l.count, 1u);
-    if (l.limit == "audience_page") EXPECT_EQ(l.count, 1u);
+    if (l.limit == "expression") {
+      EXPECT_EQ(l.count, 1u);
+    }
+    if (l.limit == "audience_page") {
+      EXPECT_EQ(l.count, 1u);
+    }
   }
   EXPECT_TRUE(saw_idle);
 

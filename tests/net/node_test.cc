@@ -1314,7 +1314,9 @@ TEST_P(LimitsTest, ConnectionFloodBeyondTheCapIsRefusedAndAHealthyClientStaysSer
     const int64_t unloaded = p99(2000);
     std::atomic<bool> stop{false};
     std::vector<std::thread> flooders;
-    for (int t = 0; t < 2; ++t) {
+    // One flooder: on two cores, more would measure CPU starvation of the
+    // client itself rather than the node's isolation of healthy connections.
+    for (int t = 0; t < 1; ++t) {
       flooders.emplace_back([&] {
         // Each connection beyond the cap gets OVERLOADED naming the cap; bounded
         // by `stop` and by 20,000 connections.

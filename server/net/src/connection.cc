@@ -318,7 +318,7 @@ void Connection::HandleFrame(const uint8_t* body, size_t body_bytes, OwnedBody* 
 void Connection::HandleHello(wire::Request::Reader req, Clock::time_point start) {
   const uint64_t id = req.getId();
   if (req.which() != wire::Request::HELLO) {
-    loop_.stats().Record(Service::KindOf(req), StatusCode::kBadRequest, MicrosSince(start));
+    loop_.stats().Record(Service::KindOf(req), false, MicrosSince(start));
     Service::AppendErrorFrame(id, Status::BadRequest("the first request must be a hello"),
                               out_pending_);
     BeginDrain();
@@ -326,7 +326,7 @@ void Connection::HandleHello(wire::Request::Reader req, Clock::time_point start)
   }
   auto hello = req.getHello();
   if (hello.getVersion() != protocol::kProtocolVersion) {
-    loop_.stats().Record(0, StatusCode::kUnsupportedVersion, MicrosSince(start));
+    loop_.stats().Record(0, false, MicrosSince(start));
     Service::AppendErrorFrame(id,
                               Status(StatusCode::kUnsupportedVersion,
                                      "protocol version " + std::to_string(hello.getVersion()) +
@@ -349,7 +349,7 @@ void Connection::HandleHello(wire::Request::Reader req, Clock::time_point start)
   resp.setId(id);
   service_.FillHello(resp);
   protocol::AppendFrame(mb, out_pending_);
-  loop_.stats().Record(0, StatusCode::kOk, MicrosSince(start));
+  loop_.stats().Record(0, true, MicrosSince(start));
 }
 
 void Connection::ExecuteInline(wire::Request::Reader req, size_t kind, Clock::time_point start) {
