@@ -96,9 +96,10 @@ void RenderRequests(Service& service, std::string& out) {
   for (size_t k = 0; k < kNumKinds; ++k) {
     const std::string kind = Label("kind", KindName(k));
     for (size_t s = 0; s < kNumStatusSlots; ++s) {
-      // Every kind reports "ok" (so that rates exist from the start); other
-      // statuses once they occurred.
-      if (s != StatusSlot(StatusCode::kOk) && kinds[k].by_status[s] == 0) continue;
+      // Every kind reports "ok" (so that rates exist from the start; a
+      // malformed frame is never ok); other statuses once they occurred.
+      const bool always = s == StatusSlot(StatusCode::kOk) && k != kKindMalformed;
+      if (!always && kinds[k].by_status[s] == 0) continue;
       Sample(out, "tagcache_requests_total", kind + "," + Label("status", StatusSlotName(s)),
              kinds[k].by_status[s]);
     }
