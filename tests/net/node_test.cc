@@ -1341,6 +1341,8 @@ TEST_P(LimitsTest, ConnectionFloodBeyondTheCapIsRefusedAndAHealthyClientStaysSer
     for (auto& t : flooders) t.join();
     const int64_t allowed = std::max(2 * unloaded, unloaded + 2000);
     within = loaded <= allowed;
+    std::cerr << "flood: " << refused.load() << " connections refused so far; healthy p99 "
+              << unloaded << " us unloaded, " << loaded << " us under the flood\n";
     if (!within) {
       std::cerr << "attempt " << attempt + 1 << ": p99 " << loaded << " us under the flood, "
                 << unloaded << " us unloaded (allowed " << allowed << " us)\n";
