@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <mutex>
@@ -85,14 +86,54 @@ std::string ParseBytes(const std::string& text, uint64_t& out) {
   return "";
 }
 
+// What the repair loop has done since start, for the metrics endpoint
+// (written by the repair thread, read by the metrics thread).
+struct RepairCounters {
+  std::atomic<uint64_t> passes{0};
+  std::atomic<uint64_t> failures{0};
+  std::atomic<uint64_t> shards_checked{0};
+  std::atomic<uint64_t> shards_repaired{0};
+  std::atomic<uint64_t> merges{0};
+  std::atomic<uint64_t> bytes{0};
+
+  void Add(const tagcache::cluster::RepairReport& r) {
+    passes.fetch_add(1, std::memory_order_relaxed);
+    shards_checked.fetch_add(r.shards_checked, std::memory_order_relaxed);
+    shards_repaired.fetch_add(r.shards_repaired, std::memory_order_relaxed);
+    merges.fetch_add(r.merges, std::memory_order_relaxed);
+    bytes.fetch_add(r.bytes, std::memory_order_relaxed);
+  }
+
+  // Prometheus text (docs/OPERATIONS.md "Metrics").
+  std::string Render() const {
+    std::string out;
+    auto counter = [&](const char* name, const char* help, const std::atomic<uint64_t>& v) {
+      out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" +
+             name + " " + std::to_string(v.load(std::memory_order_relaxed)) + "\n";
+    };
+    counter("tagcache_repair_passes_total", "Background repair passes completed.", passes);
+    counter("tagcache_repair_failures_total", "Background repair passes that failed.", failures);
+    counter("tagcache_repair_shards_checked_total", "Owned shards compared with their replicas.",
+            shards_checked);
+    counter("tagcache_repair_shards_differing_total",
+            "Owned shards whose replicas differed (and were repaired).", shards_repaired);
+    counter("tagcache_repair_merges_total", "Replica states merged by repair.", merges);
+    counter("tagcache_repair_bytes_total", "State bytes moved by repair.", bytes);
+    return out;
+  }
+};
+
 // The background repair pass (docs/CLUSTER.md): every `interval`, once the
 // node has a settled cluster map, pulls the differing copies of the shards
 // it owns from their other replicas. It talks to its own node through the
 // client library like any peer, so merges are logged like any other write.
 class RepairLoop {
  public:
-  RepairLoop(std::string self_address, std::chrono::seconds interval)
-      : self_(std::move(self_address)), interval_(interval), thread_([this] { Run(); }) {}
+  RepairLoop(std::string self_address, std::chrono::seconds interval, RepairCounters& counters)
+      : self_(std::move(self_address)),
+        interval_(interval),
+        counters_(counters),
+        thread_([this] { Run(); }) {}
   ~RepairLoop() {
     {
       std::lock_guard lock(mu_);
@@ -127,8 +168,12 @@ class RepairLoop {
       if (!me.ok() || me->node_id.empty()) continue;
       auto report = tagcache::cluster::RepairShards(*client, me->node_id);
       if (!report.ok()) {
+        counters_.failures.fetch_add(1, std::memory_order_relaxed);
         spdlog::warn("repair pass: {}", report.status().ToString());
-      } else if (report->shards_repaired > 0) {
+        continue;
+      }
+      counters_.Add(*report);
+      if (report->shards_repaired > 0) {
         spdlog::info("repair pass: {} of {} owned shard(s) differed; {} merge(s), {} bytes",
                      report->shards_repaired, report->shards_checked, report->merges,
                      report->bytes);
@@ -138,6 +183,7 @@ class RepairLoop {
 
   const std::string self_;
   const std::chrono::seconds interval_;
+  RepairCounters& counters_;
   std::mutex mu_;
   std::condition_variable wake_;
   bool stop_ = false;
@@ -166,6 +212,9 @@ int main(int argc, char** argv) {
   int64_t checkpoint_interval_s = options.durability.checkpoint_interval.count();
   std::string wal_recovery = "strict";
   std::string max_memory = "0";
+  std::string max_output_hard = "0";
+  std::string metrics_listen;
+  int64_t idle_timeout_s = options.idle_timeout.count() / 1000;
 
   CLI::App app{
       "tagcache-server: a tagcache node. Serves tag bitmaps over TCP (protocol v1).\n"
@@ -219,6 +268,29 @@ int main(int argc, char** argv) {
   app.add_option("--max-output-bytes", options.max_output_bytes,
                  "Unsent response bytes per connection before reading pauses")
       ->check(CLI::Range(size_t{64} << 10, size_t{1} << 40));
+  app.add_option("--max-output-hard-bytes", max_output_hard,
+                 "Disconnect a connection whose unsent responses exceed this, e.g. 256MiB (0 or "
+                 "less than --max-output-bytes plus --max-frame-bytes: that sum)");
+  app.add_option("--idle-timeout-s", idle_timeout_s,
+                 "Close connections with no request for this long (0: never)")
+      ->check(CLI::Range(int64_t{0}, int64_t{86'400 * 7}));
+  app.add_option("--max-audience-page", options.max_audience_page,
+                 "Most user ids one audience page returns; a larger limit is clamped to it")
+      ->check(CLI::Range(1u, 100'000'000u));
+  app.add_option("--max-expr-bytes", options.engine.expr_limits.max_length,
+                 "Longest query expression accepted, in bytes")
+      ->check(CLI::Range(size_t{16}, size_t{16} << 20));
+  app.add_option("--max-expr-depth", options.engine.expr_limits.max_depth,
+                 "Deepest nesting of '(' and '!' accepted in a query expression")
+      ->check(CLI::Range(1, 10'000));
+  app.add_option("--max-expr-terms", options.engine.expr_limits.max_terms,
+                 "Most tag references accepted in one query expression")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  app.add_option("--metrics-listen", metrics_listen,
+                 "Serve Prometheus metrics at http://HOST:PORT/metrics (default: off)");
+  std::string metrics_port_file;
+  app.add_option("--metrics-port-file", metrics_port_file,
+                 "Write the metrics endpoint's bound port to this file once listening");
   app.add_option("--max-connections", options.max_connections,
                  "Connections served at once; more are answered OVERLOADED and closed")
       ->check(CLI::Range(1u, 1'000'000u));
@@ -260,16 +332,27 @@ int main(int argc, char** argv) {
   }
   options.hello_timeout = std::chrono::milliseconds(hello_timeout_ms);
   options.write_timeout = std::chrono::milliseconds(write_timeout_ms);
+  options.idle_timeout = std::chrono::seconds(idle_timeout_s);
+  if (!metrics_listen.empty()) {
+    std::string metrics_error =
+        ParseListen(metrics_listen, options.metrics_host, options.metrics_port);
+    if (!metrics_error.empty()) {
+      spdlog::error("--metrics-listen: {}", metrics_error);
+      return 2;
+    }
+  }
   options.shutdown_grace = std::chrono::milliseconds(shutdown_grace_ms);
   options.engine.query_threads = query_threads > 0 ? query_threads : static_cast<int>(cores);
   options.stop_on_signals = true;
 
   uint64_t bytes = 0;
+  uint64_t hard_output_bytes = 0;
   for (auto [flag, text, target] :
        {std::tuple{"--wal-segment-bytes", &segment_bytes, &options.durability.segment_bytes},
         std::tuple{"--checkpoint-wal-bytes", &checkpoint_wal_bytes,
                    &options.durability.checkpoint_wal_bytes},
-        std::tuple{"--max-memory", &max_memory, &options.max_memory_bytes}}) {
+        std::tuple{"--max-memory", &max_memory, &options.max_memory_bytes},
+        std::tuple{"--max-output-hard-bytes", &max_output_hard, &hard_output_bytes}}) {
     std::string error = ParseBytes(*text, bytes);
     if (!error.empty()) {
       spdlog::error("{}: {}", flag, error);
@@ -277,6 +360,7 @@ int main(int argc, char** argv) {
     }
     *target = bytes;
   }
+  options.max_output_hard_bytes = static_cast<size_t>(hard_output_bytes);
   if (options.durability.segment_bytes < 4096) {
     spdlog::error("--wal-segment-bytes: at least 4096 bytes");
     return 2;
@@ -292,10 +376,18 @@ int main(int argc, char** argv) {
     spdlog::warn("no --data-dir: state is kept in RAM only and a restart loses it");
   }
 
+  RepairCounters repair_counters;  // outlives the node, whose metrics read it
+  options.extra_metrics = [&repair_counters] { return repair_counters.Render(); };
   tagcache::net::Node node(std::move(options));
   tagcache::Status status = node.Start();
   if (!status.ok()) {
     spdlog::error("{}", status.ToString());
+    return 1;
+  }
+  // Before --port-file: whoever waits for that one finds this one too.
+  if (!metrics_port_file.empty() && !WritePortFile(metrics_port_file, node.metrics_port())) {
+    spdlog::error("cannot write --metrics-port-file {}: {}", metrics_port_file,
+                  std::strerror(errno));
     return 1;
   }
   if (!port_file.empty() && !WritePortFile(port_file, node.port())) {
@@ -309,7 +401,7 @@ int main(int argc, char** argv) {
     std::string self = node.listen_address();
     if (self.rfind("0.0.0.0:", 0) == 0) self = "127.0.0.1:" + std::to_string(node.port());
     if (self.rfind("[::]:", 0) == 0) self = "[::1]:" + std::to_string(node.port());
-    repair.emplace(self, std::chrono::seconds(repair_interval_s));
+    repair.emplace(self, std::chrono::seconds(repair_interval_s), repair_counters);
   }
   node.Run();
   return 0;

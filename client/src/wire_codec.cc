@@ -428,6 +428,9 @@ Result<NodeStats> DecodeStats(const wire::Response::Reader& response) {
     out.memory_bytes = s.getMemoryBytes();
     out.max_memory_bytes = s.getMaxMemoryBytes();
     out.writes_refused_memory = s.getWritesRefusedMemory();
+    for (auto l : s.getLimits()) {
+      out.limits.push_back(LimitStats{ToString(l.getLimit()), l.getValue(), l.getCount()});
+    }
     return out;
   });
 }

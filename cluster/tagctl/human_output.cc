@@ -173,6 +173,12 @@ void Print(const StatsReport& r, std::ostream& out) {
             << k.p99_micros << '\n';
       }
     }
+    if (!n.limits.empty()) {
+      out << "  limits (name: value count)\n";
+      for (const auto& l : n.limits) {
+        out << "    " << l.limit << ": " << l.value << ' ' << l.count << '\n';
+      }
+    }
   }
 }
 

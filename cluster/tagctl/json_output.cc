@@ -93,6 +93,10 @@ Json ToJson(const StatsReport& r) {
                           {"p50_micros", k.p50_micros},
                           {"p99_micros", k.p99_micros}});
     }
+    Json limits = Json::array();
+    for (const auto& l : n.limits) {
+      limits.push_back({{"limit", l.limit}, {"value", l.value}, {"count", l.count}});
+    }
     nodes.push_back({{"node", n.node},
                      {"shards", n.shards},
                      {"tags", n.tags},
@@ -111,7 +115,8 @@ Json ToJson(const StatsReport& r) {
                      {"snapshot_ties", n.snapshot_ties},
                      {"durability", DurabilityJson(n)},
                      {"memory", MemoryJson(n)},
-                     {"requests", std::move(requests)}});
+                     {"requests", std::move(requests)},
+                     {"limits", std::move(limits)}});
   }
   return {{"nodes", std::move(nodes)}};
 }

@@ -277,6 +277,8 @@ struct Response {
     memoryBytes @32 :UInt64;            # resident set size of the process
     maxMemoryBytes @33 :UInt64;         # 0: no limit
     writesRefusedMemory @34 :UInt64;
+    # Protective limits (docs/OPERATIONS.md "Limits"): one entry per limit.
+    limits @35 :List(LimitStats);
   }
   struct CheckpointReply {
     path @0 :Text;
@@ -291,5 +293,10 @@ struct Response {
     errors @2 :UInt64;
     p50Micros @3 :UInt64;
     p99Micros @4 :UInt64;
+  }
+  struct LimitStats {
+    limit @0 :Text;       # e.g. "output_bytes", "idle_timeout"
+    value @1 :UInt64;     # the configured limit (bytes, ms or a count; 0: off)
+    count @2 :UInt64;     # refusals, closes, clamps or pauses it caused since start
   }
 }

@@ -693,8 +693,13 @@ class Engine::Impl {
   // ---- Audience queries ------------------------------------------------------
 
   Result<internal::Plan> Compile(std::string_view text) const {
-    Result<Expr> expr = ParseExpr(text);
-    if (!expr.ok()) return expr.status();
+    Result<Expr> expr = ParseExpr(text, opts_.expr_limits);
+    if (!expr.ok()) {
+      if (IsExprLimitError(expr.status())) {
+        counters_.expr_limit_refusals.fetch_add(1, std::memory_order_relaxed);
+      }
+      return expr.status();
+    }
     return internal::CompilePlan(*expr, [this](std::string_view name) { return ResolveTag(name); });
   }
 
@@ -1279,28 +1284,37 @@ class Engine::Impl {
                 [](const TagStats& a, const TagStats& b) { return a.tag < b.tag; });
       stats.per_tag = std::move(per_tag);
     }
-    const auto& c = counters_;
-    stats.counters.events_applied = c.events_applied.load();
-    stats.counters.events_ignored = c.events_ignored.load();
-    stats.counters.writes_refused_future = c.writes_refused_future.load();
-    stats.counters.snapshots_applied = c.snapshots_applied.load();
-    stats.counters.snapshots_duplicate = c.snapshots_duplicate.load();
-    stats.counters.snapshots_stale = c.snapshots_stale.load();
-    stats.counters.snapshot_ties = c.snapshot_ties.load();
-    stats.counters.index_images_installed = c.index_images_installed.load();
-    stats.counters.index_rebuilds = c.index_rebuilds.load();
-    {
-      std::lock_guard<std::mutex> lock(rebuild_mu_);
-      stats.counters.shards_rebuilding_index = rebuild_queue_.size();
-    }
+    stats.counters = CountersNow();
     return stats;
   }
+
+  EngineCounters CountersNow() const {
+    EngineCounters out;
+    const auto& c = counters_;
+    out.events_applied = c.events_applied.load();
+    out.events_ignored = c.events_ignored.load();
+    out.writes_refused_future = c.writes_refused_future.load();
+    out.snapshots_applied = c.snapshots_applied.load();
+    out.snapshots_duplicate = c.snapshots_duplicate.load();
+    out.snapshots_stale = c.snapshots_stale.load();
+    out.snapshot_ties = c.snapshot_ties.load();
+    out.index_images_installed = c.index_images_installed.load();
+    out.index_rebuilds = c.index_rebuilds.load();
+    out.expr_limit_refusals = c.expr_limit_refusals.load();
+    {
+      std::lock_guard<std::mutex> lock(rebuild_mu_);
+      out.shards_rebuilding_index = rebuild_queue_.size();
+    }
+    return out;
+  }
+
+  const ExprLimits& expr_limits() const { return opts_.expr_limits; }
 
  private:
   struct Counters {
     std::atomic<uint64_t> events_applied{0}, events_ignored{0}, writes_refused_future{0},
         snapshots_applied{0}, snapshots_duplicate{0}, snapshots_stale{0}, snapshot_ties{0},
-        index_images_installed{0}, index_rebuilds{0};
+        index_images_installed{0}, index_rebuilds{0}, expr_limit_refusals{0};
   };
 
   // ---- The per-user index: patched, or dropped and rebuilt ------------------
@@ -1515,5 +1529,7 @@ Status Engine::CheckCommit(std::string_view tag, Timestamp ts) const {
 void Engine::SetFutureCheck(bool enabled) { impl_->SetFutureCheck(enabled); }
 void Engine::SetUnknownTagsEmpty(bool empty) { impl_->SetUnknownTagsEmpty(empty); }
 EngineStats Engine::Stats(bool detailed) const { return impl_->Stats(detailed); }
+EngineCounters Engine::Counters() const { return impl_->CountersNow(); }
+const ExprLimits& Engine::expr_limits() const { return impl_->expr_limits(); }
 
 }  // namespace tagcache

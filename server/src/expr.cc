@@ -19,9 +19,9 @@ class Parser {
 
   Result<Expr> Run() {
     if (text_.size() > limits_.max_length) {
-      return Status::BadRequest("expression is " + std::to_string(text_.size()) +
-                                " bytes, longer than the limit of " +
-                                std::to_string(limits_.max_length));
+      return Status::BadRequest(std::string(kExprLimitPrefix) + "it is " +
+                                std::to_string(text_.size()) + " bytes, longer than the limit of " +
+                                std::to_string(limits_.max_length) + " bytes");
     }
     SkipSpace();
     if (pos_ == text_.size()) {
@@ -60,6 +60,13 @@ class Parser {
     if (error_.ok()) {
       error_ = Status::BadRequest("at position " + std::to_string(pos_) + ": " + std::string(what) +
                                   ", found " + Describe());
+    }
+  }
+  // A limit, not the syntax, stops the parse: marked so that nodes can count it.
+  void FailLimit(const std::string& what) {
+    if (error_.ok()) {
+      error_ = Status::BadRequest(std::string(kExprLimitPrefix) + what + " (at position " +
+                                  std::to_string(pos_) + ")");
     }
   }
 
@@ -108,7 +115,7 @@ class Parser {
     char c = text_[pos_];
     if (c == '!' || c == '(') {
       if (depth + 1 > limits_.max_depth) {
-        Fail("expression nested deeper than the limit of " + std::to_string(limits_.max_depth));
+        FailLimit("nested deeper than the limit of " + std::to_string(limits_.max_depth));
         return -1;
       }
       size_t start = pos_++;
@@ -139,7 +146,8 @@ class Parser {
     }
     if (++terms_ > limits_.max_terms) {
       pos_ = start;
-      Fail("more than " + std::to_string(limits_.max_terms) + " tag references");
+      FailLimit("more than the limit of " + std::to_string(limits_.max_terms) +
+                " tag references");
       return -1;
     }
     int32_t node = Add(Expr::Kind::kTag, -1, -1, start);
@@ -179,6 +187,10 @@ void AppendNode(const Expr& expr, int32_t index, std::string& out) {
 
 Result<Expr> ParseExpr(std::string_view text, const ExprLimits& limits) {
   return Parser(text, limits).Run();
+}
+
+bool IsExprLimitError(const Status& status) {
+  return status.IsBadRequest() && status.message().starts_with(kExprLimitPrefix);
 }
 
 std::string Expr::ToString() const {

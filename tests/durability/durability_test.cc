@@ -137,6 +137,11 @@ TEST(DurabilityTest, AlwaysKeepsEveryAcknowledgedWriteThroughPowerLoss) {
     DurabilityStats stats = opened->durability->Stats();
     EXPECT_EQ(stats.records, 400u);
     EXPECT_LT(stats.fsyncs, stats.records);
+    // Every fsync lands in exactly one latency bucket (the metrics' histogram).
+    uint64_t bucketed = 0;
+    for (uint64_t n : stats.fsync_buckets) bucketed += n;
+    EXPECT_EQ(bucketed, stats.fsyncs);
+    EXPECT_GE(stats.fsyncs, 1u);
     ASSERT_TRUE(fs.DropUnsyncedData().ok());
   }
   auto reopened = Open(dir.path(), fs, Policy(FsyncPolicy::kAlways));

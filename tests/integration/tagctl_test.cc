@@ -138,9 +138,22 @@ TEST_F(TagctlTest, StatsAndPing) {
   EXPECT_EQ(stats["nodes"][0]["known_users"], 1);
   EXPECT_EQ(stats["nodes"][0]["tags"], 1);
   EXPECT_TRUE(stats["nodes"][0]["requests"].is_array());
+  const Json& limits = stats["nodes"][0]["limits"];
+  ASSERT_TRUE(limits.is_array());
+  EXPECT_EQ(limits.size(), 12u);
+  bool idle = false;
+  for (const Json& l : limits) {
+    if (l["limit"] == "idle_timeout") {
+      idle = true;
+      EXPECT_EQ(l["value"], 300'000);  // --idle-timeout-s default, in ms
+      EXPECT_EQ(l["count"], 0);
+    }
+  }
+  EXPECT_TRUE(idle) << limits.dump();
   RunResult human = Tagctl({"stats"});
   EXPECT_EQ(human.exit_code, 0);
   EXPECT_NE(human.out.find("known users"), std::string::npos);
+  EXPECT_NE(human.out.find("    idle_timeout: 300000 0\n"), std::string::npos) << human.out;
 
   Json ping = TagctlJson({"ping"});
   EXPECT_EQ(ping["ok"], true);

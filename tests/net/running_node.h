@@ -34,6 +34,8 @@ class RunningNode {
   RunningNode& operator=(const RunningNode&) = delete;
 
   std::string address() const { return "127.0.0.1:" + std::to_string(node_->port()); }
+  // The node itself (its engine, its metrics port).
+  Node& node() { return *node_; }
 
   // A client seeded with this node (a test failure, and null, if it cannot connect).
   std::unique_ptr<client::Client> Connect(const std::string& client_name = "test") const {

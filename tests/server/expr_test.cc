@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "server/set_reference.h"
+#include "tagcache/server/engine.h"
 
 namespace tagcache::test {
 namespace {
@@ -212,6 +213,54 @@ TEST(ExprParserTest, LongFlatChainIsNotLimitedByDepth) {
   Result<Expr> e = ParseExpr(text);
   ASSERT_TRUE(e.ok()) << e.status().ToString();
   EXPECT_EQ(e->nodes[e->root].kind, Expr::Kind::kOr);
+}
+
+// Nodes count limit refusals apart from syntax errors: the two must be told
+// apart, and a limit refusal names the limit and its value.
+TEST(ExprParserTest, LimitErrorsAreMarkedAndNameTheLimit) {
+  ExprLimits limits;
+  limits.max_length = 20;
+  limits.max_depth = 2;
+  limits.max_terms = 3;
+  struct Case {
+    std::string text;
+    std::string says;
+  };
+  for (const Case& c : std::vector<Case>{
+           {std::string(21, 'a'), "21 bytes, longer than the limit of 20 bytes"},
+           {"(((a)))", "nested deeper than the limit of 2"},
+           {"!!!a", "nested deeper than the limit of 2"},
+           {"a|b|c|d", "more than the limit of 3 tag references"}}) {
+    Result<Expr> e = ParseExpr(c.text, limits);
+    ASSERT_FALSE(e.ok()) << c.text;
+    EXPECT_TRUE(IsExprLimitError(e.status())) << e.status().ToString();
+    EXPECT_NE(e.status().message().find(c.says), std::string::npos) << e.status().ToString();
+  }
+  for (const char* syntax : {"a &", "(a", "a b", "", "&"}) {
+    Result<Expr> e = ParseExpr(syntax, limits);
+    ASSERT_FALSE(e.ok()) << syntax;
+    EXPECT_FALSE(IsExprLimitError(e.status())) << e.status().ToString();
+  }
+  EXPECT_FALSE(IsExprLimitError(Status::Ok()));
+  EXPECT_FALSE(IsExprLimitError(Status::Internal(std::string(kExprLimitPrefix))));
+}
+
+// The engine parses with EngineOptions::expr_limits and counts refusals.
+TEST(ExprParserTest, EngineAppliesItsExpressionLimitsAndCountsRefusals) {
+  EngineOptions options;
+  options.query_threads = 1;
+  options.expr_limits.max_depth = 3;
+  Engine engine(options);
+  ASSERT_TRUE(engine.ApplyFullSnapshot("a", 1000, std::vector<UserId>{1, 2, 3}).ok());
+  EXPECT_EQ(engine.expr_limits().max_depth, 3);
+  EXPECT_TRUE(engine.Count("((a))", {}).ok());
+  Result<uint64_t> deep = engine.Count("((((a))))", {});
+  ASSERT_FALSE(deep.ok());
+  EXPECT_TRUE(IsExprLimitError(deep.status())) << deep.status().ToString();
+  EXPECT_FALSE(engine.Audience("!!!!a", 0, 10, {}).ok());
+  EXPECT_FALSE(engine.Count("a &", {}).ok());  // syntax: not counted
+  EXPECT_EQ(engine.Counters().expr_limit_refusals, 2u);
+  EXPECT_EQ(engine.Stats().counters.expr_limit_refusals, 2u);
 }
 
 }  // namespace

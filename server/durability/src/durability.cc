@@ -329,6 +329,9 @@ class Durability::Impl {
         ++stats_.fsyncs;
         stats_.fsync_micros_total += micros;
         stats_.fsync_micros_max = std::max(stats_.fsync_micros_max, micros);
+        const auto bucket = std::lower_bound(kFsyncBucketMicros.begin(),
+                                             kFsyncBucketMicros.end(), micros);
+        ++stats_.fsync_buckets[static_cast<size_t>(bucket - kFsyncBucketMicros.begin())];
       }
       if (!s.ok()) {
         // After a failed fsync the kernel may have dropped the dirty pages

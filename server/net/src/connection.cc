@@ -79,6 +79,8 @@ Connection::Connection(Loop& loop, Service& service, asio::thread_pool& workers,
       socket_(std::move(socket)),
       hello_timer_(loop.io()),
       write_timer_(loop.io()),
+      idle_timer_(loop.io()),
+      last_activity_(Clock::now()),
       reject_(reject),
       max_frame_bytes_(protocol::kPreHelloMaxFrameBytes) {}
 
@@ -121,13 +123,16 @@ void Connection::Start() {
     if (wait_ec || self->closed_ || self->hello_done_ || self->lingering_) return;
     spdlog::debug("closing connection from {}: no hello within {} ms", self->peer_,
                   self->service_.limits().hello_timeout.count());
+    self->service_.CountLimit(Limit::kHelloTimeout);
     self->Close();
   });
+  ArmIdleTimer(Clock::now() + service_.limits().idle_timeout);
   Pump();
 }
 
 void Connection::Pump() {
   if (pumping_) return;  // an outer Pump() on this stack finishes the job
+  if (CloseIfOutputOverCap(0)) return;
   pumping_ = true;
   ProcessBuffer();
   MaybeWrite();
@@ -237,6 +242,9 @@ void Connection::ProcessBuffer() {
     const uint8_t* frame = base + rbegin_;
     Result<protocol::FrameHeader> header = protocol::DecodeFrameHeader(frame, max_frame_bytes_);
     if (!header.ok()) {
+      if (protocol::DecodeFrameHeader(frame, UINT32_MAX).ok()) {  // only its size is wrong
+        service_.CountLimit(hello_done_ ? Limit::kFrameBytes : Limit::kPreHelloFrame);
+      }
       RejectMalformed(header.status());
       break;
     }
@@ -263,6 +271,7 @@ void Connection::ProcessBuffer() {
 
 void Connection::HandleFrame(const uint8_t* body, size_t body_bytes, OwnedBody* owned) {
   const Clock::time_point start = Clock::now();
+  last_activity_ = start;
   if (owned != nullptr && hello_done_) {
     // A frame larger than the read buffer is never cheap, and checking its
     // whole tree could take milliseconds: the worker parses it. (Before the
@@ -348,13 +357,13 @@ void Connection::ExecuteInline(wire::Request::Reader req, size_t kind, Clock::ti
   auto resp = mb.initRoot<wire::Response>();
   const uint64_t id = req.getId();
   resp.setId(id);
-  const bool ok = service_.Execute(req, resp) == StatusCode::kOk;
+  const StatusCode code = service_.Execute(req, resp);
   const bool fits = service_.AppendResponse(mb, id, out_pending_);
-  loop_.stats().Record(kind, ok && fits, MicrosSince(start));
+  loop_.stats().Record(kind, fits ? code : StatusCode::kOverloaded, MicrosSince(start));
 }
 
 void Connection::StartHeavy(OwnedBody body, Clock::time_point start) {
-  ++inflight_;
+  if (++inflight_ == service_.limits().max_inflight) service_.CountLimit(Limit::kInflight);
   const size_t body_bytes = body.capacity_bytes;
   inflight_bytes_ += body_bytes;
   // The job owns a reference to the connection and keeps the loop alive
@@ -379,8 +388,13 @@ void Connection::OnHeavyDone(FrameResult result, size_t body_bytes, Clock::time_
   --inflight_;
   inflight_bytes_ -= body_bytes;
   if (closed_) return;
-  loop_.stats().Record(result.malformed ? kKindMalformed : result.kind, result.ok,
+  last_activity_ = Clock::now();
+  loop_.stats().Record(result.malformed ? kKindMalformed : result.kind,
+                       result.malformed ? StatusCode::kBadRequest : result.code,
                        MicrosSince(start));
+  // Checked before the response is added: a client that does not read never
+  // makes the node hold more than the cap.
+  if (CloseIfOutputOverCap(result.frame.size())) return;
   if (out_pending_.empty()) {
     out_pending_.swap(result.frame);
   } else {
@@ -394,7 +408,7 @@ void Connection::OnHeavyDone(FrameResult result, size_t body_bytes, Clock::time_
 }
 
 void Connection::RejectMalformed(const Status& status) {
-  loop_.stats().Record(kKindMalformed, false, 0);
+  loop_.stats().Record(kKindMalformed, StatusCode::kBadRequest, 0);
   spdlog::debug("closing connection from {}: {}", peer_, status.ToString());
   Service::AppendErrorFrame(0, status, out_pending_);
   BeginDrain();
@@ -462,10 +476,51 @@ void Connection::OnWriteTimer(const error_code& ec) {
         "closing connection from {}: it read none of its {} pending response bytes "
         "for {} ms",
         peer_, OutputBytes(), service_.limits().write_timeout.count());
+    service_.CountLimit(Limit::kWriteTimeout);
     Close();
     return;
   }
   ArmWriteTimer();
+}
+
+bool Connection::CloseIfOutputOverCap(size_t incoming) {
+  if (closed_ || lingering_) return false;
+  const size_t cap = service_.limits().max_output_hard_bytes;
+  const size_t unsent = OutputBytes();
+  if (unsent + incoming <= cap) return false;
+  spdlog::info(
+      "closing connection from {}: {} unsent response bytes (+{} more) exceed the output cap of "
+      "{} bytes; the client does not read its responses",
+      peer_, unsent, incoming, cap);
+  service_.CountLimit(Limit::kOutputBytes);
+  Close();
+  return true;
+}
+
+// ---- Idle timeout -------------------------------------------------------------
+
+void Connection::ArmIdleTimer(Clock::time_point at) {
+  if (service_.limits().idle_timeout.count() <= 0) return;
+  idle_timer_.expires_at(at);
+  idle_timer_.async_wait(
+      [self = shared_from_this()](const error_code& ec) { self->OnIdleTimer(ec); });
+}
+
+void Connection::OnIdleTimer(const error_code& ec) {
+  if (ec || closed_ || lingering_) return;
+  const auto idle = service_.limits().idle_timeout;
+  const Clock::time_point now = Clock::now();
+  // Before the hello the hello timeout applies; a connection waiting for
+  // its own requests or writing a response is not idle. The timer is
+  // re-armed only when it fires, so requests cost no timer operation.
+  const bool busy = !hello_done_ || inflight_ > 0 || writing_ || !out_pending_.empty();
+  if (busy || now - last_activity_ < idle) {
+    ArmIdleTimer(busy ? now + idle : last_activity_ + idle);
+    return;
+  }
+  spdlog::debug("closing connection from {}: no request for {} ms", peer_, idle.count());
+  service_.CountLimit(Limit::kIdleTimeout);
+  Close();
 }
 
 // ---- Closing ----------------------------------------------------------------
@@ -509,6 +564,7 @@ void Connection::Close() {
   socket_.close(ec);  // pending operations complete with operation_aborted
   hello_timer_.cancel();
   write_timer_.cancel();
+  idle_timer_.cancel();
   loop_.Unregister(this);
   if (!reject_) service_.RemoveConnection();
 }

@@ -90,6 +90,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void OnWrite(const boost::system::error_code& ec, size_t n);
   void ArmWriteTimer();
   void OnWriteTimer(const boost::system::error_code& ec);
+  // Closes the connection when its unsent output (plus `incoming` bytes
+  // about to be added) exceeds the hard output cap; true then.
+  bool CloseIfOutputOverCap(size_t incoming);
+
+  // Idle timeout (limits().idle_timeout; not armed when 0).
+  void ArmIdleTimer(Clock::time_point at);
+  void OnIdleTimer(const boost::system::error_code& ec);
 
   // Closing.
   void MaybeFinishDrain();
@@ -103,6 +110,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   boost::asio::ip::tcp::socket socket_;
   boost::asio::steady_timer hello_timer_;  // also bounds the lingering close
   boost::asio::steady_timer write_timer_;
+  boost::asio::steady_timer idle_timer_;
+  Clock::time_point last_activity_;  // the last request received or answered
   const bool reject_;
 
   std::string peer_;  // "address:port", for logs

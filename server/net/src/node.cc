@@ -29,6 +29,8 @@
 #include "connection.h"
 #include "loop.h"
 #include "memory_guard.h"
+#include "metrics.h"
+#include "metrics_server.h"
 #include "service.h"
 
 namespace tagcache::net {
@@ -54,9 +56,15 @@ ServiceLimits LimitsOf(const NodeOptions& o) {
   limits.max_frame_bytes = std::max(o.max_frame_bytes, protocol::kPreHelloMaxFrameBytes);
   limits.max_inflight = std::max<uint32_t>(o.max_inflight, 1);
   limits.max_output_bytes = o.max_output_bytes;
+  // One largest response may always land on top of the pause threshold.
+  const size_t floor =
+      o.max_output_bytes + protocol::kFrameHeaderBytes + size_t{limits.max_frame_bytes};
+  limits.max_output_hard_bytes = std::max(o.max_output_hard_bytes, floor);
   limits.max_connections = std::max<uint32_t>(o.max_connections, 1);
   limits.hello_timeout = o.hello_timeout;
   limits.write_timeout = o.write_timeout;
+  limits.idle_timeout = o.idle_timeout;
+  limits.max_audience_page = std::max<uint32_t>(o.max_audience_page, 1);
   return limits;
 }
 
@@ -84,6 +92,8 @@ class Node::Impl {
   }
 
   ~Impl() {
+    // The metrics thread reads the service, the engine and the log.
+    if (metrics_) metrics_->Stop();
     // The log's continuations run on the pool: drain them while it runs.
     if (durability_) durability_->Stop();
     // Abandoned worker jobs hold connections whose sockets belong to the
@@ -132,15 +142,32 @@ class Node::Impl {
 
     spdlog::info(
         "tagcache-server on {}: shard_bits={} io_threads={} workers={} max_frame_bytes={} "
-        "max_inflight={} max_output_bytes={} max_connections={} max_memory={}; {}",
+        "max_inflight={} max_output_bytes={} max_output_hard_bytes={} max_connections={} "
+        "idle_timeout_ms={} max_memory={}; {}",
         FormatEndpoint(bound_), engine_.shard_bits(), loops_.size(), ThreadsOr(options_.workers),
         service_.limits().max_frame_bytes, service_.limits().max_inflight,
-        service_.limits().max_output_bytes, service_.limits().max_connections,
+        service_.limits().max_output_bytes, service_.limits().max_output_hard_bytes,
+        service_.limits().max_connections, service_.limits().idle_timeout.count(),
         options_.max_memory_bytes == 0 ? std::string("none")
                                        : FormatBytes(options_.max_memory_bytes),
         durability_ ? "data directory " + options_.data_dir + ", fsync " +
                           std::string(durability::FsyncPolicyName(options_.durability.fsync))
                     : std::string("no data directory: state is kept in RAM only"));
+
+    if (!options_.metrics_host.empty()) {
+      Result<std::unique_ptr<MetricsServer>> metrics = MetricsServer::Start(
+          options_.metrics_host, options_.metrics_port, [this] {
+            std::string text = RenderMetrics(service_);
+            if (options_.extra_metrics) text += options_.extra_metrics();
+            return text;
+          });
+      if (!metrics.ok()) {
+        acceptor_.reset();
+        return metrics.status();
+      }
+      metrics_ = std::move(*metrics);
+      spdlog::info("metrics on http://{}:{}/metrics", options_.metrics_host, metrics_->port());
+    }
 
     if (options_.stop_on_signals) {
       signals_.emplace(loop0.io(), SIGINT, SIGTERM);
@@ -162,6 +189,7 @@ class Node::Impl {
     }
     RunLoop(*loops_[0]);
     for (auto& t : threads) t.join();
+    if (metrics_) metrics_->Stop();  // a stopped node is not scraped as if it served
     // Log what was submitted and let its continuations run before the pool goes.
     if (durability_) durability_->Stop();
     pool_.wait();  // jobs still running after a forced stop finish; their results are dropped
@@ -175,6 +203,7 @@ class Node::Impl {
   }
 
   uint16_t port() const { return bound_.port(); }
+  uint16_t metrics_port() const { return metrics_ ? metrics_->port() : 0; }
   std::string listen_address() const { return FormatEndpoint(bound_); }
   Engine& engine() { return engine_; }
 
@@ -300,12 +329,15 @@ class Node::Impl {
   // After the pool: destroyed before it (~Impl stops durability first anyway).
   std::optional<MemoryGuard> memory_guard_;
   std::unique_ptr<durability::Durability> durability_;
+  // Last: stopped (in ~Impl) before anything it reads goes.
+  std::unique_ptr<MetricsServer> metrics_;
 };
 
 Node::Node(NodeOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 Node::~Node() = default;
 Status Node::Start() { return impl_->Start(); }
 uint16_t Node::port() const { return impl_->port(); }
+uint16_t Node::metrics_port() const { return impl_->metrics_port(); }
 std::string Node::listen_address() const { return impl_->listen_address(); }
 void Node::Run() { impl_->Run(); }
 void Node::Stop() { impl_->RequestStop(); }

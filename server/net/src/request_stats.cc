@@ -14,6 +14,14 @@ std::string_view KindName(size_t kind) {
   return kind < kNumKinds ? kNames[kind] : std::string_view("unknown");
 }
 
+std::string_view StatusSlotName(size_t slot) {
+  static constexpr std::array<std::string_view, kNumStatusSlots> kNames = {
+      "ok",           "bad_request",         "unknown_tag", "stale_snapshot", "wrong_node",
+      "overloaded",   "unauthorized",        "unsupported_version", "internal", "incomplete",
+      "io_error",     "future_timestamp",    "error"};
+  return slot < kNumStatusSlots ? kNames[slot] : std::string_view("error");
+}
+
 size_t LatencyHistogram::BucketOf(uint64_t micros) {
   if (micros < 16) return static_cast<size_t>(micros);
   const int e = std::bit_width(micros) - 1;  // >= 4
@@ -54,6 +62,10 @@ void RequestStats::AddTo(size_t kind, KindSummary& out) const {
   const Kind& k = kinds_[kind];
   out.count += k.count.load(std::memory_order_relaxed);
   out.errors += k.errors.load(std::memory_order_relaxed);
+  out.micros_sum += k.micros_sum.load(std::memory_order_relaxed);
+  for (size_t s = 0; s < kNumStatusSlots; ++s) {
+    out.by_status[s] += k.by_status[s].load(std::memory_order_relaxed);
+  }
   k.latency.AddTo(out.latency);
 }
 

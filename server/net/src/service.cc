@@ -140,9 +140,41 @@ bool Service::TryAddConnection() {
   uint64_t n = connections_.fetch_add(1, std::memory_order_relaxed);
   if (n >= limits_.max_connections) {
     connections_.fetch_sub(1, std::memory_order_relaxed);
+    CountLimit(Limit::kConnections);
     return false;
   }
+  accepted_.fetch_add(1, std::memory_order_relaxed);
   return true;
+}
+
+uint64_t Service::LimitCount(Limit limit) const {
+  switch (limit) {
+    case Limit::kExpression:
+      return engine_.Counters().expr_limit_refusals;
+    case Limit::kMemory:
+      return memory_ ? memory_->refused() : 0;
+    default:
+      return limit_counts_.Get(limit);
+  }
+}
+
+uint64_t Service::LimitValue(Limit limit) const {
+  const ExprLimits& expr = engine_.expr_limits();
+  switch (limit) {
+    case Limit::kConnections: return limits_.max_connections;
+    case Limit::kPreHelloFrame: return protocol::kPreHelloMaxFrameBytes;
+    case Limit::kFrameBytes: return limits_.max_frame_bytes;
+    case Limit::kHelloTimeout: return static_cast<uint64_t>(limits_.hello_timeout.count());
+    case Limit::kIdleTimeout: return static_cast<uint64_t>(limits_.idle_timeout.count());
+    case Limit::kWriteTimeout: return static_cast<uint64_t>(limits_.write_timeout.count());
+    case Limit::kInflight: return limits_.max_inflight;
+    case Limit::kOutputBytes: return limits_.max_output_hard_bytes;
+    case Limit::kResponseBytes: return limits_.max_frame_bytes;
+    case Limit::kExpression: return expr.max_length;
+    case Limit::kAudiencePage: return limits_.max_audience_page;
+    case Limit::kMemory: return memory_ ? memory_->limit_bytes() : 0;
+  }
+  return 0;
 }
 
 void Service::RemoveConnection() { connections_.fetch_sub(1, std::memory_order_relaxed); }
@@ -208,6 +240,7 @@ bool Service::AppendResponse(capnp::MessageBuilder& message, uint64_t id,
   protocol::AppendFrame(message, out);
   const size_t body_bytes = out.size() - before - protocol::kFrameHeaderBytes;
   if (body_bytes <= limits_.max_frame_bytes) return true;
+  CountLimit(Limit::kResponseBytes);
   out.resize(before);
   AppendErrorFrame(id,
                    Status::Overloaded("the response of " + std::to_string(body_bytes) +
@@ -317,8 +350,13 @@ StatusCode Service::DoExecute(Request::Reader req, Response::Builder resp) {
       if (limit == 0) return fail(Status::BadRequest("audience limit must be at least 1"));
       // A page must fit the frame limit: 8 bytes an id, plus slack for the rest.
       const size_t usable = limits_.max_frame_bytes > 4096 ? limits_.max_frame_bytes - 4096 : 8;
-      const auto fits = static_cast<uint32_t>(std::min<size_t>(usable / 8, kMaxAudiencePage));
-      limit = std::min(limit, fits);
+      const auto fits =
+          static_cast<uint32_t>(std::min<size_t>(usable / 8, limits_.max_audience_page));
+      if (limit > fits) {
+        // Clamped, not refused: the page says hasMore and the client continues.
+        CountLimit(Limit::kAudiencePage);
+        limit = fits;
+      }
       Result<AudiencePage> page = engine_.Audience(ToView(r.getExpr()), r.getCursor(), limit,
                                                    AudienceFilter(view, req.getDown()));
       if (!page.ok()) return fail(page.status());
@@ -693,16 +731,22 @@ FrameResult Service::Finish(capnp::MallocMessageBuilder& mb, uint64_t id, size_t
   FrameResult result;
   result.kind = kind;
   result.ok = code == StatusCode::kOk;
+  result.code = code;
   try {
-    if (!AppendResponse(mb, id, result.frame)) result.ok = false;
+    if (!AppendResponse(mb, id, result.frame)) {
+      result.ok = false;
+      result.code = StatusCode::kOverloaded;
+    }
   } catch (const kj::Exception& e) {
     result.frame.clear();
     result.ok = false;
+    result.code = StatusCode::kInternal;
     AppendErrorFrame(id, Status::Internal("cannot send the response: " + DescribeKjException(e)),
                      result.frame);
   } catch (const std::exception& e) {
     result.frame.clear();
     result.ok = false;
+    result.code = StatusCode::kInternal;
     AppendErrorFrame(id, Status::Internal(std::string("cannot send the response: ") + e.what()),
                      result.frame);
   }
@@ -774,6 +818,7 @@ void Service::ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body,
   } catch (const std::exception& e) {
     FrameResult result;
     result.kind = kind;
+    result.code = StatusCode::kInternal;
     AppendErrorFrame(id, Status::Internal(std::string("unexpected error: ") + e.what()),
                      result.frame);
     done(std::move(result));
@@ -902,6 +947,14 @@ void Service::FillStats(Response::StatsReply::Builder out) {
     ks.setP50Micros(LatencyHistogram::Percentile(sum.latency, 0.50));
     ks.setP99Micros(LatencyHistogram::Percentile(sum.latency, 0.99));
   }
+  auto limits = out.initLimits(kNumLimits);
+  for (size_t i = 0; i < kNumLimits; ++i) {
+    const auto limit = static_cast<Limit>(i);
+    auto ls = limits[static_cast<unsigned>(i)];
+    CopyText(LimitName(limit), [&](unsigned n) { return ls.initLimit(n); });
+    ls.setValue(LimitValue(limit));
+    ls.setCount(LimitCount(limit));
+  }
 }
 
 FrameResult Service::ExecuteFrame(kj::ArrayPtr<const capnp::word> body) {
@@ -927,6 +980,7 @@ FrameResult Service::ExecuteFrame(kj::ArrayPtr<const capnp::word> body) {
     return MalformedResult(e);
   } catch (const std::exception& e) {  // e.g. bad_alloc outside Execute()
     result.ok = false;
+    result.code = StatusCode::kInternal;
     AppendErrorFrame(id, Status::Internal(std::string("unexpected error: ") + e.what()),
                      result.frame);
     return result;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cluster_state.h"
+#include "limit_stats.h"
 #include "memory_guard.h"
 #include "request_stats.h"
 #include "tagcache/common/status.h"
@@ -28,17 +29,22 @@
 
 namespace tagcache::net {
 
+// The node's limits as the connections and the request layer apply them
+// (NodeOptions documents each; node.cc fills these in, clamped).
 struct ServiceLimits {
   uint32_t max_frame_bytes = 0;
   uint32_t max_inflight = 0;
-  size_t max_output_bytes = 0;
+  size_t max_output_bytes = 0;       // reading pauses above it
+  size_t max_output_hard_bytes = 0;  // the connection is closed above it
   uint32_t max_connections = 0;
   std::chrono::milliseconds hello_timeout{0};
   std::chrono::milliseconds write_timeout{0};
+  std::chrono::milliseconds idle_timeout{0};  // 0: never
+  uint32_t max_audience_page = 0;
 };
 
-// Largest page an Audience request gets, whatever limit it asks for (the
-// page says hasMore, so a client simply continues).
+// Default of the largest page an Audience request gets, whatever limit it
+// asks for (the page says hasMore, so a client simply continues).
 inline constexpr uint32_t kMaxAudiencePage = 1'000'000;
 // Largest k a TopTags request gets.
 inline constexpr uint32_t kMaxTopTags = 100'000;
@@ -53,6 +59,7 @@ struct FrameResult {
   std::vector<uint8_t> frame;  // one whole response frame (header + body)
   size_t kind = kKindMalformed;
   bool ok = false;
+  StatusCode code = StatusCode::kBadRequest;  // as answered (malformed: BAD_REQUEST)
   bool malformed = false;  // the request could not be read: close the connection
 };
 
@@ -91,6 +98,21 @@ class Service {
   size_t DropUnownedShards();
   const ServiceLimits& limits() const { return limits_; }
   RequestStats& loop_stats(size_t loop) { return *stats_[loop]; }
+  size_t loop_count() const { return stats_.size(); }
+  // Counts a limit's refusals. Thread-safe.
+  void CountLimit(Limit limit) const { limit_counts_.Count(limit); }
+  // How often `limit` refused, closed, clamped or throttled since start
+  // (kExpression from the engine's counter, kMemory from the memory guard).
+  // Thread-safe; kExpression walks no shards but reads the engine's counters.
+  uint64_t LimitCount(Limit limit) const;
+  // The configured value of `limit`, as Stats and the metrics report it
+  // (bytes, milliseconds or a count; 0: off).
+  uint64_t LimitValue(Limit limit) const;
+  // Connections admitted since start. Thread-safe.
+  uint64_t connections_accepted() const { return accepted_.load(std::memory_order_relaxed); }
+  // The log and the memory guard, or null. For the metrics.
+  durability::Durability* durability() const { return durability_; }
+  MemoryGuard* memory_guard() const { return memory_; }
   void set_node_name(std::string name) { node_name_ = std::move(name); }
 
   // Connection admission: false (and nothing counted) when max_connections
@@ -165,6 +187,8 @@ class Service {
   std::string node_name_;
   std::vector<std::unique_ptr<RequestStats>> stats_;
   std::atomic<uint64_t> connections_{0};
+  std::atomic<uint64_t> accepted_{0};
+  mutable LimitCounters limit_counts_;
   durability::Durability* durability_ = nullptr;
   MemoryGuard* memory_ = nullptr;
 };

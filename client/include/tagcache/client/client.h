@@ -140,6 +140,13 @@ struct KindStats {
 };
 
 // One node's StatsReply.
+// One protective limit of a node (docs/OPERATIONS.md "Limits").
+struct LimitStats {
+  std::string limit;   // e.g. "output_bytes", "idle_timeout"
+  uint64_t value = 0;  // the configured limit (bytes, ms or a count; 0: off)
+  uint64_t count = 0;  // refusals, closes, clamps or pauses since start
+};
+
 struct NodeStats {
   std::string node;  // the address the client uses for it ("host:port")
   uint64_t shards = 0;
@@ -181,6 +188,7 @@ struct NodeStats {
   uint64_t memory_bytes = 0;      // resident set size of the node's process
   uint64_t max_memory_bytes = 0;  // 0: no limit
   uint64_t writes_refused_memory = 0;
+  std::vector<LimitStats> limits;  // empty from a node that predates them
 };
 
 // A node's cluster map and its own id in it (map.epoch 0: a standalone node).

@@ -23,6 +23,7 @@
 
 #include "tagcache/common/status.h"
 #include "tagcache/common/tag_name.h"
+#include "tagcache/server/expr.h"
 
 namespace tagcache {
 
@@ -50,6 +51,10 @@ struct EngineOptions {
   // A write stamped more than this many ms ahead of clock() is refused with
   // FUTURE_TIMESTAMP and counted. 0 disables the check. Default: one hour.
   uint64_t max_future_ms = 3'600'000;
+  // Bounds on a query's expression text (length, nesting, tag references);
+  // over one, the query is refused with BAD_REQUEST naming the limit and
+  // counted in EngineCounters::expr_limit_refusals.
+  ExprLimits expr_limits;
   // The node's clock, in ms since the Unix epoch. Default (empty): the
   // system clock. Tests inject a fixed clock.
   std::function<Timestamp()> clock;
@@ -141,6 +146,8 @@ struct EngineCounters {
   uint64_t snapshots_duplicate = 0;
   uint64_t snapshots_stale = 0;
   uint64_t snapshot_ties = 0;  // different content at the same ts (operator error)
+  // Queries refused for an expression over EngineOptions::expr_limits.
+  uint64_t expr_limit_refusals = 0;
   // Shards whose per-user index a merge installed from ShardState.index_image
   // instead of rebuilding it from the bitmaps.
   uint64_t index_images_installed = 0;
@@ -367,6 +374,10 @@ class Engine {
 
   // With `detailed`, per_shard and per_tag are filled in too.
   EngineStats Stats(bool detailed = false) const;
+  // The counters of Stats() alone: cheap (no shard is visited). Thread-safe.
+  EngineCounters Counters() const;
+  // The expression limits queries are parsed with (EngineOptions::expr_limits).
+  const ExprLimits& expr_limits() const;
 
  private:
   class Impl;

@@ -49,7 +49,15 @@ struct Expr {
 
 // Parses `text`. On error: BAD_REQUEST whose message names the byte position
 // and what was expected, e.g. "at position 4: expected a tag name, '(' or '!',
-// found ')'". Never recurses deeper than limits.max_depth.
+// found ')'". Never recurses deeper than limits.max_depth. A text over one
+// of `limits` gets a message that starts with kExprLimitPrefix and names the
+// limit and its value.
 Result<Expr> ParseExpr(std::string_view text, const ExprLimits& limits = {});
+
+inline constexpr std::string_view kExprLimitPrefix = "expression over a limit: ";
+
+// True when `status` is a ParseExpr refusal for exceeding one of the
+// ExprLimits (as opposed to a syntax error): nodes count those separately.
+bool IsExprLimitError(const Status& status);
 
 }  // namespace tagcache

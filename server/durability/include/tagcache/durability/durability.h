@@ -11,6 +11,7 @@
 // share one fsync.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -70,6 +71,12 @@ struct RecoveryReport {
   uint64_t total_micros = 0;
 };
 
+// Upper bounds, in microseconds, of the fsync latency histogram's buckets
+// (DurabilityStats::fsync_buckets); one more bucket counts slower fsyncs.
+inline constexpr std::array<uint64_t, 14> kFsyncBucketMicros = {
+    50, 100, 250, 500, 1'000, 2'500, 5'000, 10'000, 25'000, 50'000, 100'000, 250'000, 500'000,
+    1'000'000};
+
 struct DurabilityStats {
   FsyncPolicy fsync = FsyncPolicy::kBatch;
   uint64_t wal_segment = 0;             // segment being written
@@ -80,6 +87,9 @@ struct DurabilityStats {
   uint64_t fsyncs = 0;
   uint64_t fsync_micros_total = 0;
   uint64_t fsync_micros_max = 0;
+  // fsync_buckets[i]: fsyncs that took at most kFsyncBucketMicros[i] and
+  // more than the bound before it (not cumulative); the last: the rest.
+  std::array<uint64_t, kFsyncBucketMicros.size() + 1> fsync_buckets{};
   uint64_t writes_refused_io = 0;       // records that could not be logged
   uint64_t checkpoints = 0;             // written since start
   uint64_t checkpoint_failures = 0;

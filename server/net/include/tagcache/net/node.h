@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -42,11 +43,25 @@ struct NodeOptions {
   // Response bytes a connection may hold unsent; above it the node stops
   // reading that connection. Default: 64 MiB.
   size_t max_output_bytes = size_t{64} << 20;
+  // A connection whose unsent responses (pipelined in-flight ones included,
+  // as they land) would exceed this is disconnected: a client that does not
+  // read cannot make the node hold more. Never below max_output_bytes plus
+  // one largest response (max_frame_bytes and its header), so a client
+  // that reads is never cut off. 0: that minimum. Default: 0.
+  size_t max_output_hard_bytes = 0;
   // Connections served at once; one more is answered OVERLOADED and closed.
   // Default: 10,000.
   uint32_t max_connections = 10'000;
-  // A connection that sends no valid hello within this time is closed. Default: 10 s.
+  // A connection that sends no valid hello within this time is closed
+  // (slowloris: a hello trickled in byte by byte is timed out too). Default: 10 s.
   std::chrono::milliseconds hello_timeout{10'000};
+  // An established connection with no request, nothing in flight and
+  // nothing to send for this long is closed. 0: never. Default: 300 s.
+  std::chrono::milliseconds idle_timeout{300'000};
+  // Largest page an Audience request gets; a larger limit is clamped to it
+  // (the page says hasMore; the client continues from nextCursor). Also
+  // clamped to what fits max_frame_bytes. Default: 1,000,000.
+  uint32_t max_audience_page = 1'000'000;
   // A connection with unsent output that makes no write progress for this
   // long is closed (a client that never reads its responses). Default: 30 s.
   std::chrono::milliseconds write_timeout{30'000};
@@ -68,6 +83,15 @@ struct NodeOptions {
   uint64_t max_memory_bytes = 0;
   // When true, SIGINT and SIGTERM call Stop(). Default: false (tests).
   bool stop_on_signals = false;
+  // Prometheus text endpoint (GET /metrics over HTTP/1.1, docs/OPERATIONS.md),
+  // served on a thread of its own. Empty host: no endpoint. Port 0 picks a
+  // free port (Node::metrics_port()). Default: none.
+  std::string metrics_host;
+  uint16_t metrics_port = 0;
+  // Extra exposition text appended to every scrape, produced by components
+  // outside the node (the repair loop of tagcache-server). Called on the
+  // metrics thread; must be thread-safe. Default: none.
+  std::function<std::string()> extra_metrics;
 };
 
 // A node owns its Engine, its event loops, the listening socket and the
@@ -95,6 +119,8 @@ class Node {
   // successful Start().
   uint16_t port() const;
   std::string listen_address() const;
+  // The bound port of the metrics endpoint; 0 when there is none.
+  uint16_t metrics_port() const;
 
   // Serves until Stop() has drained every connection (or the shutdown grace
   // ran out), then returns. Runs one event loop on the calling thread and
