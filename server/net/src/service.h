@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "access.h"
 #include "cluster_state.h"
 #include "memory_guard.h"
 #include "request_stats.h"
@@ -90,6 +91,8 @@ class Service {
   // (settled) map: after a move, and at start. Returns how many were dropped.
   size_t DropUnownedShards();
   const ServiceLimits& limits() const { return limits_; }
+  // The accepted tokens (disabled without an auth file).
+  Authenticator& auth() { return auth_; }
   RequestStats& loop_stats(size_t loop) { return *stats_[loop]; }
   void set_node_name(std::string name) { node_name_ = std::move(name); }
 
@@ -118,14 +121,17 @@ class Service {
   void FillHello(wire::Response::Builder resp) const;
 
   // Parses `body` (the request frame's body) and executes it into one
-  // response frame. Never throws. Called on worker threads.
-  FrameResult ExecuteFrame(kj::ArrayPtr<const capnp::word> body);
+  // response frame, or answers UNAUTHORIZED when `granted` (the
+  // connection's effective roles) lacks the role its kind needs. Never
+  // throws. Called on worker threads.
+  FrameResult ExecuteFrame(kj::ArrayPtr<const capnp::word> body, security::RoleSet granted);
 
   // ExecuteFrame that may finish later: on a durable node a write is logged
   // first and `done` runs (on a worker) once it is durable and applied; a
   // checkpoint runs on the durability's thread. Other requests call `done`
   // before returning. `body` need not outlive the call. Never throws.
-  void ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body,
+  // Access is checked as in ExecuteFrame, before anything is logged.
+  void ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body, security::RoleSet granted,
                          std::function<void(FrameResult)> done);
 
   // Makes writes go through `durability` (logged before they are applied
@@ -165,6 +171,7 @@ class Service {
   std::string node_name_;
   std::vector<std::unique_ptr<RequestStats>> stats_;
   std::atomic<uint64_t> connections_{0};
+  Authenticator auth_;
   durability::Durability* durability_ = nullptr;
   MemoryGuard* memory_ = nullptr;
 };

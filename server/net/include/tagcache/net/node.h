@@ -66,8 +66,24 @@ struct NodeOptions {
   // Over this resident memory, writes are refused with OVERLOADED and reads
   // keep working. 0: no limit. Default: 0.
   uint64_t max_memory_bytes = 0;
-  // When true, SIGINT and SIGTERM call Stop(). Default: false (tests).
+  // When true, SIGINT and SIGTERM call Stop() and SIGHUP calls
+  // ReloadAuth(). Default: false (tests).
   bool stop_on_signals = false;
+
+  // Security (docs/SECURITY.md).
+  // File of accepted tokens, `ROLE:SHA256HEX` a line (tagcache/security/auth.h).
+  // Empty: no authentication; every client may do everything, so the node
+  // then listens on loopback only (see insecure_listen_any). Default: empty.
+  std::string auth_file;
+  // Without auth_file, a non-loopback listen_host is replaced by 127.0.0.1
+  // (::1 for IPv6) unless this is true. Default: false.
+  bool insecure_listen_any = false;
+  // TLS (1.2+): the node's PEM certificate chain and key; both or neither.
+  // With tls_client_ca_file, clients must present a certificate signed by
+  // that CA. Default: empty (plaintext).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
 };
 
 // A node owns its Engine, its event loops, the listening socket and the
@@ -109,6 +125,13 @@ class Node {
 
   // The node's engine (thread-safe; tests and tools may write to it directly).
   Engine& engine();
+
+  // Re-reads auth_file. On success the new table applies to new
+  // connections and to each open connection's next request (a token no
+  // longer listed is refused and its connection closed). On failure (the
+  // error names file:line) the old table stays. BAD_REQUEST when the node
+  // runs without an auth file. Thread-safe. REQUIRES: Start() succeeded.
+  Status ReloadAuth();
 
  private:
   class Impl;
