@@ -116,8 +116,10 @@ void Connection::Start() {
                   self->peer_, self->service_.limits().hello_timeout.count());
     self->Close();
   });
+  handshaking_ = true;
   stream_.AsyncHandshake(asio::ssl::stream_base::server,
                          [self = shared_from_this()](const error_code& hs_ec) {
+                           self->handshaking_ = false;
                            if (self->closed_) return;
                            if (hs_ec) {
                              // A plaintext client, an untrusted certificate, no client
@@ -146,13 +148,17 @@ void Connection::StartServing() {
     Close();
     return;
   }
-  hello_timer_.expires_after(service_.limits().hello_timeout);
-  hello_timer_.async_wait([self = shared_from_this()](const error_code& wait_ec) {
-    if (wait_ec || self->closed_ || self->hello_done_ || self->lingering_) return;
-    spdlog::debug("closing connection from {}: no hello within {} ms", self->peer_,
-                  self->service_.limits().hello_timeout.count());
-    self->Close();
-  });
+  // Over TLS the timer armed before the handshake keeps running: one
+  // timeout bounds handshake and hello together.
+  if (!stream_.tls()) {
+    hello_timer_.expires_after(service_.limits().hello_timeout);
+    hello_timer_.async_wait([self = shared_from_this()](const error_code& wait_ec) {
+      if (wait_ec || self->closed_ || self->hello_done_ || self->lingering_) return;
+      spdlog::debug("closing connection from {}: no hello within {} ms", self->peer_,
+                    self->service_.limits().hello_timeout.count());
+      self->Close();
+    });
+  }
   Pump();
 }
 
@@ -563,6 +569,12 @@ void Connection::OnWriteTimer(const error_code& ec) {
 
 void Connection::BeginDrain() {
   if (closed_) return;
+  if (handshaking_) {
+    // Nothing was received yet, and a TLS stream takes no reads or writes
+    // while its handshake runs.
+    Close();
+    return;
+  }
   draining_ = true;
   Pump();
 }

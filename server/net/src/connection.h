@@ -143,6 +143,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool reading_ = false;
   bool writing_ = false;
   bool write_timer_armed_ = false;
+  bool handshaking_ = false;  // TLS handshake in progress
   bool hello_done_ = false;
   // What the hello's token grants (every role without an auth file), and
   // the auth table generation it was looked up in.
