@@ -139,7 +139,8 @@ Result<Report> Execute(const Invocation& inv) {
     case Command::kLoad:
     case Command::kStream:
     case Command::kCluster:
-      break;  // main.cc runs these through RunLoad / RunStream
+    case Command::kAuthHashToken:
+      break;  // main.cc runs these itself (RunLoad, RunStream, RunCluster, hash-token)
   }
   return Status::Internal("unknown command");
 }
