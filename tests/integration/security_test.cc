@@ -202,14 +202,15 @@ class PeerAuthTest : public SecurityTest {
     ServerProcess* n1 = nullptr;
     ServerProcess* n2 = nullptr;
   };
-  Pair StartPair(const std::string& peer_role) {
+  Pair StartPair(const std::string& peer_role, const std::vector<std::string>& extra = {}) {
     const std::string auth = dir_.path() + "/auth";
     WriteText(auth, AuthLine("admin", "operator") + AuthLine("write", "writer") +
                         AuthLine(peer_role, "peer-secret"));
     const std::string peer = dir_.path() + "/peer.token";
     WriteText(peer, "peer-secret\n");
-    const std::vector<std::string> args = {"--auth-file", auth, "--peer-token-file", peer,
+    std::vector<std::string> args = {"--auth-file", auth, "--peer-token-file", peer,
                                            "--repair-interval-s", "1", "--shard-bits", "16"};
+    args.insert(args.end(), extra.begin(), extra.end());
     Pair p;
     p.n1 = &StartServer(args, "n1");
     p.n2 = &StartServer(args, "n2");
@@ -222,6 +223,7 @@ class PeerAuthTest : public SecurityTest {
     o.connect_timeout = milliseconds(2000);
     o.request_timeout = milliseconds(10000);
     o.token = "operator";
+    o.tls = tls_;
     return o;
   }
 
@@ -235,9 +237,11 @@ class PeerAuthTest : public SecurityTest {
     std::vector<client::Event> events;
     for (uint64_t u = 0; u < 100; ++u) events.push_back({u, "seeded", client::TagOp::kSet, 1000});
     ASSERT_TRUE((*c)->ApplyEvents(events).ok());
-    RunResult init = Tagctl(*p.n1, {"--token", "operator", "cluster", "init", "--nodes",
-                                    "n1=" + p.n1->address() + ",n2=" + p.n2->address(),
-                                    "--replicas", "2"});
+    std::vector<std::string> args = {"--token", "operator", "cluster", "init", "--nodes",
+                                     "n1=" + p.n1->address() + ",n2=" + p.n2->address(),
+                                     "--replicas", "2"};
+    args.insert(args.end(), tagctl_tls_.begin(), tagctl_tls_.end());
+    RunResult init = Tagctl(*p.n1, args);
     ASSERT_EQ(init.exit_code, 0) << init.err;
   }
 
@@ -248,10 +252,33 @@ class PeerAuthTest : public SecurityTest {
     auto stats = (*c)->NodeStatsOf(p.n2->address());
     return stats.ok() ? static_cast<int64_t>(stats->assignments) : -1;
   }
+
+  client::ClientOptions::Tls tls_;       // the test's clients
+  std::vector<std::string> tagctl_tls_;  // and tagctl's flags
 };
 
 TEST_F(PeerAuthTest, RepairPassAuthenticatesWithThePeerToken) {
   Pair p = StartPair("admin");
+  ASSERT_FALSE(HasFailure());
+  SeedAndInit(p);
+  ASSERT_FALSE(HasFailure());
+  EXPECT_TRUE(Eventually([&] { return N2Assignments(p) == 100; }, milliseconds(30000)))
+      << "n2 holds " << N2Assignments(p) << " assignments\nn2 log:\n" << p.n2->Log();
+}
+
+// The same over TLS with client certificates required: the pass verifies
+// its peers with --peer-tls-ca and presents the node's own certificate.
+TEST_F(PeerAuthTest, RepairPassOverTlsWithClientCertificates) {
+  TestCerts certs;
+  ASSERT_TRUE(MakeTestCerts(dir_.path(), certs));
+  tls_.enabled = true;
+  tls_.ca_file = certs.ca;
+  tls_.cert_file = certs.client_cert;
+  tls_.key_file = certs.client_key;
+  tagctl_tls_ = {"--tls", "--tls-ca", certs.ca, "--tls-cert", certs.client_cert,
+                 "--tls-key", certs.client_key};
+  Pair p = StartPair("admin", {"--tls-cert", certs.server_cert, "--tls-key", certs.server_key,
+                               "--tls-client-ca", certs.ca, "--peer-tls-ca", certs.ca});
   ASSERT_FALSE(HasFailure());
   SeedAndInit(p);
   ASSERT_FALSE(HasFailure());
