@@ -67,7 +67,8 @@ Result<std::string> ResolveToken(const std::string& token, const std::string& to
 }
 
 Status ApplyCredentials(const CredentialFlags& flags, ClientOptions& options) {
-  Result<std::string> token = ResolveToken(flags.token, flags.token_file, std::getenv(kTokenEnvVar));
+  Result<std::string> token =
+      ResolveToken(flags.token, flags.token_file, std::getenv(kTokenEnvVar));
   if (!token.ok()) return token.status();
   options.token = std::move(token).value();
   if (!flags.tls) {

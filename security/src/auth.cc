@@ -10,8 +10,10 @@ namespace tagcache::security {
 namespace {
 
 std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -26,10 +28,14 @@ int HexValue(char c) {
 
 std::string_view RoleName(Role role) {
   switch (role) {
-    case Role::kRead: return "read";
-    case Role::kExport: return "export";
-    case Role::kWrite: return "write";
-    case Role::kAdmin: return "admin";
+    case Role::kRead:
+      return "read";
+    case Role::kExport:
+      return "export";
+    case Role::kWrite:
+      return "write";
+    case Role::kAdmin:
+      return "admin";
   }
   return "?";
 }
@@ -100,7 +106,8 @@ Result<AuthTable> AuthTable::Parse(std::string_view text, const std::string& sou
     const std::string_view hex = Trim(line.substr(colon + 1));
     if (hex.size() != 64) {
       return fail("the token hash must be 64 hex digits (SHA-256), got " +
-                  std::to_string(hex.size()) + " characters; make one with `tagctl auth hash-token`");
+                  std::to_string(hex.size()) +
+                  " characters; make one with `tagctl auth hash-token`");
     }
     Entry entry{};
     for (size_t i = 0; i < 32; ++i) {

@@ -14,12 +14,12 @@
 namespace tagcache::testing {
 
 struct TestCerts {
-  std::string ca;             // CA certificate (PEM)
-  std::string server_cert;    // for IP 127.0.0.1 and DNS localhost, signed by ca
+  std::string ca;           // CA certificate (PEM)
+  std::string server_cert;  // for IP 127.0.0.1 and DNS localhost, signed by ca
   std::string server_key;
-  std::string client_cert;    // clientAuth, signed by ca
+  std::string client_cert;  // clientAuth, signed by ca
   std::string client_key;
-  std::string other_ca;       // a CA nothing here is signed by
+  std::string other_ca;         // a CA nothing here is signed by
   std::string wrong_host_cert;  // signed by ca, for elsewhere.example only
   std::string wrong_host_key;
 };

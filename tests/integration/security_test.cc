@@ -61,8 +61,8 @@ class SecurityTest : public ::testing::Test {
   }
 
   ServerProcess& StartServer(const std::vector<std::string>& args, const std::string& name) {
-    auto server = ServerProcess::Start(ServerBinary(), dir_.path(), 0, args,
-                                       dir_.path() + "/data-" + name);
+    auto server =
+        ServerProcess::Start(ServerBinary(), dir_.path(), 0, args, dir_.path() + "/data-" + name);
     EXPECT_NE(server, nullptr);
     servers_.push_back(std::move(server));
     return *servers_.back();
@@ -135,8 +135,9 @@ TEST_F(SecurityTest, SighupReloadsTheAuthFile) {
 
   WriteText(auth, AuthLine("admin", "new-admin"));
   ASSERT_EQ(::kill(server.pid(), SIGHUP), 0);
-  EXPECT_TRUE(Eventually([&] { return Tagctl(server, {"--token", "new-admin", "ping"}).exit_code == 0; }))
-      << server.Log();
+  EXPECT_TRUE(Eventually([&] {
+    return Tagctl(server, {"--token", "new-admin", "ping"}).exit_code == 0;
+  })) << server.Log();
   RunResult old = Tagctl(server, {"--token", "old-admin", "ping"});
   EXPECT_EQ(old.exit_code, 1);
   EXPECT_NE(old.err.find("UNAUTHORIZED"), std::string::npos) << old.err;
@@ -153,8 +154,8 @@ TEST_F(SecurityTest, SighupReloadsTheAuthFile) {
 TEST_F(SecurityTest, BadAuthFileStopsTheServerNamingTheLine) {
   const std::string auth = dir_.path() + "/auth";
   WriteText(auth, "# ok\nread:zz\n");
-  RunResult run = RunProgram(ServerBinary(), {"--listen", "127.0.0.1:0", "--data-dir", "",
-                                              "--auth-file", auth});
+  RunResult run = RunProgram(ServerBinary(),
+                             {"--listen", "127.0.0.1:0", "--data-dir", "", "--auth-file", auth});
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_NE(run.err.find(auth + ":2:"), std::string::npos) << run.err;
 }
@@ -208,8 +209,8 @@ class PeerAuthTest : public SecurityTest {
                         AuthLine(peer_role, "peer-secret"));
     const std::string peer = dir_.path() + "/peer.token";
     WriteText(peer, "peer-secret\n");
-    std::vector<std::string> args = {"--auth-file", auth, "--peer-token-file", peer,
-                                           "--repair-interval-s", "1", "--shard-bits", "16"};
+    std::vector<std::string> args = {"--auth-file",         auth, "--peer-token-file", peer,
+                                     "--repair-interval-s", "1",  "--shard-bits",      "16"};
     args.insert(args.end(), extra.begin(), extra.end());
     Pair p;
     p.n1 = &StartServer(args, "n1");
@@ -237,9 +238,10 @@ class PeerAuthTest : public SecurityTest {
     std::vector<client::Event> events;
     for (uint64_t u = 0; u < 100; ++u) events.push_back({u, "seeded", client::TagOp::kSet, 1000});
     ASSERT_TRUE((*c)->ApplyEvents(events).ok());
-    std::vector<std::string> args = {"--token", "operator", "cluster", "init", "--nodes",
-                                     "n1=" + p.n1->address() + ",n2=" + p.n2->address(),
-                                     "--replicas", "2"};
+    std::vector<std::string> args = {
+        "--token",    "operator", "cluster",
+        "init",       "--nodes",  "n1=" + p.n1->address() + ",n2=" + p.n2->address(),
+        "--replicas", "2"};
     args.insert(args.end(), tagctl_tls_.begin(), tagctl_tls_.end());
     RunResult init = Tagctl(*p.n1, args);
     ASSERT_EQ(init.exit_code, 0) << init.err;
@@ -263,7 +265,8 @@ TEST_F(PeerAuthTest, RepairPassAuthenticatesWithThePeerToken) {
   SeedAndInit(p);
   ASSERT_FALSE(HasFailure());
   EXPECT_TRUE(Eventually([&] { return N2Assignments(p) == 100; }, milliseconds(30000)))
-      << "n2 holds " << N2Assignments(p) << " assignments\nn2 log:\n" << p.n2->Log();
+      << "n2 holds " << N2Assignments(p) << " assignments\nn2 log:\n"
+      << p.n2->Log();
 }
 
 // The same over TLS with client certificates required: the pass verifies
@@ -275,15 +278,16 @@ TEST_F(PeerAuthTest, RepairPassOverTlsWithClientCertificates) {
   tls_.ca_file = certs.ca;
   tls_.cert_file = certs.client_cert;
   tls_.key_file = certs.client_key;
-  tagctl_tls_ = {"--tls", "--tls-ca", certs.ca, "--tls-cert", certs.client_cert,
-                 "--tls-key", certs.client_key};
+  tagctl_tls_ = {"--tls",           "--tls-ca",  certs.ca,        "--tls-cert",
+                 certs.client_cert, "--tls-key", certs.client_key};
   Pair p = StartPair("admin", {"--tls-cert", certs.server_cert, "--tls-key", certs.server_key,
                                "--tls-client-ca", certs.ca, "--peer-tls-ca", certs.ca});
   ASSERT_FALSE(HasFailure());
   SeedAndInit(p);
   ASSERT_FALSE(HasFailure());
   EXPECT_TRUE(Eventually([&] { return N2Assignments(p) == 100; }, milliseconds(30000)))
-      << "n2 holds " << N2Assignments(p) << " assignments\nn2 log:\n" << p.n2->Log();
+      << "n2 holds " << N2Assignments(p) << " assignments\nn2 log:\n"
+      << p.n2->Log();
 }
 
 TEST_F(PeerAuthTest, RepairPassWithoutTheAdminRoleFailsCleanly) {
@@ -291,9 +295,9 @@ TEST_F(PeerAuthTest, RepairPassWithoutTheAdminRoleFailsCleanly) {
   ASSERT_FALSE(HasFailure());
   SeedAndInit(p);
   ASSERT_FALSE(HasFailure());
-  EXPECT_TRUE(Eventually(
-      [&] { return p.n2->Log().find("repair pass: UNAUTHORIZED") != std::string::npos; },
-      milliseconds(30000)))
+  EXPECT_TRUE(
+      Eventually([&] { return p.n2->Log().find("repair pass: UNAUTHORIZED") != std::string::npos; },
+                 milliseconds(30000)))
       << p.n2->Log();
   EXPECT_EQ(N2Assignments(p), 0);
 }

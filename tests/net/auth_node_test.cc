@@ -33,10 +33,9 @@ constexpr const char* kAdminToken = "tok-admin-cdef";
 std::string AuthFileText() {
   using security::HashTokenHex;
   return "# test tokens\n"
-         "read:" + HashTokenHex(kReadToken) + "\n" +
-         "export:" + HashTokenHex(kExportToken) + "\n" +
-         "write:" + HashTokenHex(kWriteToken) + "\n" +
-         "admin:" + HashTokenHex(kAdminToken) + "\n";
+         "read:" +
+         HashTokenHex(kReadToken) + "\n" + "export:" + HashTokenHex(kExportToken) + "\n" +
+         "write:" + HashTokenHex(kWriteToken) + "\n" + "admin:" + HashTokenHex(kAdminToken) + "\n";
 }
 
 void WriteText(const std::string& path, const std::string& text) {
@@ -175,8 +174,7 @@ class AuthNodeTest : public ::testing::Test {
     auto reply = c->Read();
     EXPECT_TRUE(reply.has_value());
     if (reply) {
-      EXPECT_EQ(reply->get().getStatus(), wire::Status::OK)
-          << reply->get().getMessage().cStr();
+      EXPECT_EQ(reply->get().getStatus(), wire::Status::OK) << reply->get().getMessage().cStr();
     }
     return c;
   }
@@ -244,14 +242,13 @@ TEST_P(RoleTableTest, EachKindAllowedOrRefusedByRole) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Roles, RoleTableTest,
-                         ::testing::Values(std::pair<std::string, std::string>{"read", kReadToken},
-                                           std::pair<std::string, std::string>{"export",
-                                                                               kExportToken},
-                                           std::pair<std::string, std::string>{"write", kWriteToken},
-                                           std::pair<std::string, std::string>{"admin",
-                                                                               kAdminToken}),
-                         [](const auto& info) { return info.param.first; });
+INSTANTIATE_TEST_SUITE_P(
+    Roles, RoleTableTest,
+    ::testing::Values(std::pair<std::string, std::string>{"read", kReadToken},
+                      std::pair<std::string, std::string>{"export", kExportToken},
+                      std::pair<std::string, std::string>{"write", kWriteToken},
+                      std::pair<std::string, std::string>{"admin", kAdminToken}),
+    [](const auto& info) { return info.param.first; });
 
 TEST_F(AuthNodeTest, HelloWithoutTokenIsRefusedAndClosed) {
   node_ = MustStart(Options());
@@ -329,8 +326,8 @@ TEST_F(AuthNodeTest, BadFileOnReloadKeepsTheOldTable) {
 
 TEST_F(AuthNodeTest, BadOrMissingAuthFileRefusesToStart) {
   NodeOptions o = Options();
-  WriteText(auth_file_, "read:" + security::HashTokenHex("x") + "\nread:" +
-                            std::string(64, 'z') + "\n");
+  WriteText(auth_file_,
+            "read:" + security::HashTokenHex("x") + "\nread:" + std::string(64, 'z') + "\n");
   auto r = RunningNode::Start(o);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find(auth_file_ + ":2:"), std::string::npos)

@@ -93,8 +93,8 @@ TEST_F(TlsNodeTest, ClientTrustingTheCaRunsRequests) {
   ASSERT_NE(node, nullptr);
   auto c = node->Connect(TlsClient(*node, certs_.ca));
   ASSERT_NE(c, nullptr);
-  auto applied = c->ApplyEvents({{42, "apple_fan", client::TagOp::kSet, 1000},
-                                 {43, "apple_fan", client::TagOp::kSet, 1000}});
+  auto applied = c->ApplyEvents(
+      {{42, "apple_fan", client::TagOp::kSet, 1000}, {43, "apple_fan", client::TagOp::kSet, 1000}});
   ASSERT_TRUE(applied.ok()) << applied.status().ToString();
   EXPECT_EQ(applied->applied, 2u);
   auto tags = c->GetTags(42);

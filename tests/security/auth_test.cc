@@ -14,7 +14,8 @@ namespace {
 
 // SHA-256 test vectors (FIPS 180-2).
 TEST(HashTokenTest, MatchesPublishedVectors) {
-  EXPECT_EQ(HashTokenHex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(HashTokenHex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(HashTokenHex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
@@ -45,8 +46,8 @@ TEST(RoleTest, AdminImpliesEveryRoleAndExportImpliesRead) {
 
 TEST(AuthTableTest, ParsesEntriesCommentsAndBlankLines) {
   const std::string text = "# tokens of the persona cluster\n\n  read:" + HashTokenHex("r") +
-                           "  \r\nwrite:" + HashTokenHex("w") + "\n" + "admin:" +
-                           HashTokenHex("a") + "\n# end";
+                           "  \r\nwrite:" + HashTokenHex("w") + "\n" +
+                           "admin:" + HashTokenHex("a") + "\n# end";
   Result<AuthTable> table = AuthTable::Parse(text, "auth");
   ASSERT_TRUE(table.ok()) << table.status().ToString();
   EXPECT_EQ(table->entries(), 3u);
@@ -89,8 +90,7 @@ TEST(AuthTableTest, BadLinesNameFileAndLine) {
     EXPECT_TRUE(table.status().IsBadRequest());
     EXPECT_NE(table.status().message().find("/etc/tc/auth:3: "), std::string::npos)
         << table.status().message();
-    EXPECT_NE(table.status().message().find(c.says), std::string::npos)
-        << table.status().message();
+    EXPECT_NE(table.status().message().find(c.says), std::string::npos) << table.status().message();
   }
 }
 

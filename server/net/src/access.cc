@@ -46,10 +46,10 @@ std::optional<Role> RequiredRole(Request::Which which) {
 Status CheckAccess(Request::Which which, security::RoleSet granted) {
   const std::optional<Role> needed = RequiredRole(which);
   if (!needed || granted.Has(*needed)) return Status::Ok();
-  return Status::Unauthorized(
-      std::string(KindName(static_cast<size_t>(which))) + " requires the '" +
-      std::string(security::RoleName(*needed)) + "' role; this connection's token has " +
-      security::DescribeRoles(granted));
+  return Status::Unauthorized(std::string(KindName(static_cast<size_t>(which))) +
+                              " requires the '" + std::string(security::RoleName(*needed)) +
+                              "' role; this connection's token has " +
+                              security::DescribeRoles(granted));
 }
 
 void Authenticator::Install(security::AuthTable table) {

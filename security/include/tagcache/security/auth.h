@@ -29,7 +29,8 @@ enum class Role : uint8_t {
 class RoleSet {
  public:
   constexpr RoleSet() = default;
-  constexpr RoleSet(Role r) : bits_(static_cast<uint8_t>(r)) {}  // NOLINT(google-explicit-constructor)
+  constexpr RoleSet(Role r)
+      : bits_(static_cast<uint8_t>(r)) {}  // NOLINT(google-explicit-constructor)
   static constexpr RoleSet All() { return FromBits(0x0f); }
   static constexpr RoleSet FromBits(uint8_t bits) {
     RoleSet s;

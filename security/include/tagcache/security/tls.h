@@ -5,12 +5,11 @@
 // Network code only: this header pulls in Asio's SSL layer.
 #pragma once
 
-#include <utility>  // before Asio (Boost 1.74 needs it; harmless later)
-
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
 #include <memory>
 #include <string>
+#include <utility>  // before Asio (Boost 1.74 needs it; harmless later)
 
 #include "tagcache/common/status.h"
 
