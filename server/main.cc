@@ -7,12 +7,12 @@
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <condition_variable>
-#include <mutex>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -336,15 +336,17 @@ int main(int argc, char** argv) {
     }
     peer.token = std::move(token).value();
   } else if (!options.auth_file.empty() && repair_interval_s > 0) {
-    spdlog::warn("--auth-file without --peer-token-file: the background repair pass has no token "
-                 "and is off");
+    spdlog::warn(
+        "--auth-file without --peer-token-file: the background repair pass has no token "
+        "and is off");
     repair_possible = false;
   }
   if (!options.tls_cert_file.empty()) {
     if (peer_tls_ca.empty()) {
       if (repair_interval_s > 0) {
-        spdlog::warn("--tls-cert without --peer-tls-ca: the background repair pass cannot verify "
-                     "peers and is off");
+        spdlog::warn(
+            "--tls-cert without --peer-tls-ca: the background repair pass cannot verify "
+            "peers and is off");
       }
       repair_possible = false;
     } else {

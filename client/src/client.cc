@@ -21,10 +21,10 @@
 #include <utility>
 
 #include "address.h"
-#include "tagcache/client/credentials.h"
-#include "tagcache/security/tls.h"
 #include "call.h"
 #include "node_pool.h"
+#include "tagcache/client/credentials.h"
+#include "tagcache/security/tls.h"
 #include "wire_codec.h"
 
 namespace tagcache::client {

@@ -1,12 +1,12 @@
 #include "connection.h"
 
-#include <cstring>
 #include <kj/exception.h>
 
 #include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <cstring>
 #include <utility>
 
 #include "address.h"
@@ -19,7 +19,8 @@ using asio::ip::tcp;
 using boost::system::error_code;
 
 struct Connection::Link {
-  Link(asio::io_context& io, asio::ssl::context* tls) : stream(tcp::socket(io), tls), in(kReadChunk) {}
+  Link(asio::io_context& io, asio::ssl::context* tls)
+      : stream(tcp::socket(io), tls), in(kReadChunk) {}
   security::TlsStream stream;
   // Received bytes not yet handled: in[begin, end). One read takes whatever
   // the socket has, and every complete frame in it is handled in the same
@@ -126,9 +127,9 @@ void Connection::ReadHeader(const std::shared_ptr<Link>& link) {
         if (self->link_ != link) return;
         if (ec) {
           const bool closed = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
-          std::string why = closed ? "connection closed by " + self->address_
-                                   : "reading from " + self->address_ + ": " +
-                                         security::DescribeTlsError(ec);
+          std::string why =
+              closed ? "connection closed by " + self->address_
+                     : "reading from " + self->address_ + ": " + security::DescribeTlsError(ec);
           if (self->state_ == State::kConnecting && !link->stream.tls()) {
             // A TLS node drops a plaintext hello without a word.
             why += " before answering the hello (a TLS port? then enable TLS)";

@@ -24,10 +24,10 @@
 #include <vector>
 
 #include "call.h"
-#include "tagcache/security/tls.h"
 #include "tagcache/common/status.h"
 #include "tagcache/protocol/codec.h"
 #include "tagcache/protocol/frame.h"
+#include "tagcache/security/tls.h"
 #include "wire_codec.h"
 
 namespace tagcache::client {

@@ -23,9 +23,9 @@ enum class Command {
   kStats,
   kCheckpoint,
   kPing,
-  kLoad,    // bulk snapshot load (load_command.cc)
-  kStream,  // NDJSON events from stdin (stream_command.cc)
-  kCluster,  // cluster map life cycle (cluster_command.cc)
+  kLoad,           // bulk snapshot load (load_command.cc)
+  kStream,         // NDJSON events from stdin (stream_command.cc)
+  kCluster,        // cluster map life cycle (cluster_command.cc)
   kAuthHashToken,  // the SHA-256 hex of a token read from stdin (main.cc)
 };
 

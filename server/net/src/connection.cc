@@ -52,8 +52,8 @@ std::string Describe(const kj::Exception& e) {
 
 bool IsOrdinaryDisconnect(const error_code& ec) {
   return ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ||
-         ec == asio::error::connection_reset ||
-         ec == asio::error::broken_pipe || ec == asio::error::operation_aborted;
+         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+         ec == asio::error::operation_aborted;
 }
 
 }  // namespace
@@ -459,8 +459,9 @@ void Connection::StartHeavy(OwnedBody body, Clock::time_point start) {
                         roles = roles_, guard = asio::make_work_guard(loop_.io())]() mutable {
     Service& service = self->service_;
     service.ExecuteFrameAsync(
-        body.view(), roles, [self = std::move(self), body_bytes, start,
-                      guard = std::move(guard)](FrameResult result) mutable {
+        body.view(), roles,
+        [self = std::move(self), body_bytes, start,
+         guard = std::move(guard)](FrameResult result) mutable {
           asio::io_context& io = self->loop_.io();
           asio::post(io, [self = std::move(self), result = std::move(result), body_bytes, start,
                           guard = std::move(guard)]() mutable {

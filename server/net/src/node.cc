@@ -115,8 +115,8 @@ class Node::Impl {
     }
     if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty() ||
         !options_.tls_client_ca_file.empty()) {
-      auto ctx = security::MakeServerContext({options_.tls_cert_file, options_.tls_key_file,
-                                              options_.tls_client_ca_file});
+      auto ctx = security::MakeServerContext(
+          {options_.tls_cert_file, options_.tls_key_file, options_.tls_client_ca_file});
       if (!ctx.ok()) return ctx.status();
       tls_ = std::move(ctx).value();
     }
@@ -175,16 +175,16 @@ class Node::Impl {
         durability_ ? "data directory " + options_.data_dir + ", fsync " +
                           std::string(durability::FsyncPolicyName(options_.durability.fsync))
                     : std::string("no data directory: state is kept in RAM only"));
-    spdlog::info("security: {}; {}",
-                 service_.auth().enabled()
-                     ? "tokens required (" + options_.auth_file + ")"
-                     : std::string("NO authentication (no --auth-file): every client may do "
-                                   "everything"),
-                 !tls_ ? std::string("TLS off (plaintext)")
-                 : options_.tls_client_ca_file.empty()
-                     ? std::string("TLS on")
-                     : "TLS on, client certificates required (CA " +
-                           options_.tls_client_ca_file + ")");
+    spdlog::info(
+        "security: {}; {}",
+        service_.auth().enabled()
+            ? "tokens required (" + options_.auth_file + ")"
+            : std::string("NO authentication (no --auth-file): every client may do "
+                          "everything"),
+        !tls_ ? std::string("TLS off (plaintext)")
+        : options_.tls_client_ca_file.empty()
+            ? std::string("TLS on")
+            : "TLS on, client certificates required (CA " + options_.tls_client_ca_file + ")");
 
     if (options_.stop_on_signals) {
       signals_.emplace(loop0.io(), SIGINT, SIGTERM);

@@ -915,8 +915,7 @@ void Service::FillStats(Response::StatsReply::Builder out) {
   }
 }
 
-FrameResult Service::ExecuteFrame(kj::ArrayPtr<const capnp::word> body,
-                                  security::RoleSet granted) {
+FrameResult Service::ExecuteFrame(kj::ArrayPtr<const capnp::word> body, security::RoleSet granted) {
   FrameResult result;
   uint64_t id = 0;
   StatusCode code = StatusCode::kInternal;
