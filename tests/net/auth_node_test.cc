@@ -196,7 +196,9 @@ class AuthNodeTest : public ::testing::Test {
   static std::optional<Reply> Call(RawClient& c, uint64_t id, const Fill& fill) {
     if (!c.Send(RequestFrame(id, fill))) return std::nullopt;
     auto reply = c.Read();
-    if (reply) EXPECT_EQ(reply->get().getId(), id);
+    if (reply) {
+      EXPECT_EQ(reply->get().getId(), id);
+    }
     return reply;
   }
 
@@ -248,7 +250,7 @@ INSTANTIATE_TEST_SUITE_P(
                       std::pair<std::string, std::string>{"export", kExportToken},
                       std::pair<std::string, std::string>{"write", kWriteToken},
                       std::pair<std::string, std::string>{"admin", kAdminToken}),
-    [](const auto& info) { return info.param.first; });
+    [](const auto& p) { return p.param.first; });
 
 TEST_F(AuthNodeTest, HelloWithoutTokenIsRefusedAndClosed) {
   node_ = MustStart(Options());
