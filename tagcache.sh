@@ -17,7 +17,7 @@ PACKAGES=(build-essential cmake ninja-build pkg-config ccache unzip
   libboost1.81-dev libroaring-dev libxxhash-dev capnproto libcapnp-dev libssl-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev zlib1g-dev librdkafka-dev
-  libhiredis-dev redis-server redis-tools)
+  libhiredis-dev redis-server redis-tools openssl)
 
 install_missing() {
   local missing=()

@@ -8,18 +8,19 @@
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
-#include <mutex>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <tuple>
 
 #include "tagcache/client/client.h"
+#include "tagcache/client/credentials.h"
 #include "tagcache/cluster/repair.h"
 #include "tagcache/net/node.h"
 #include "tagcache/protocol/frame.h"
@@ -129,10 +130,14 @@ struct RepairCounters {
 // client library like any peer, so merges are logged like any other write.
 class RepairLoop {
  public:
-  RepairLoop(std::string self_address, std::chrono::seconds interval, RepairCounters& counters)
+  // `peer` carries the token and TLS settings the pass authenticates to
+  // peers (and to its own node) with; its seeds are ignored.
+  RepairLoop(std::string self_address, std::chrono::seconds interval, RepairCounters& counters,
+             tagcache::client::ClientOptions peer)
       : self_(std::move(self_address)),
         interval_(interval),
         counters_(counters),
+        peer_(std::move(peer)),
         thread_([this] { Run(); }) {}
   ~RepairLoop() {
     {
@@ -152,13 +157,18 @@ class RepairLoop {
         if (wake_.wait_for(lock, interval_, [&] { return stop_; })) return;
       }
       if (!client) {
-        tagcache::ClientOptions options;
+        tagcache::ClientOptions options = peer_;
         options.seeds = {self_};
         options.connections_per_node = 1;
         options.client_name = "tagcache-repair";
         options.request_timeout = std::chrono::seconds(60);
         auto connected = tagcache::Client::Connect(std::move(options));
-        if (!connected.ok()) continue;
+        if (!connected.ok()) {
+          if (connected.status().IsUnauthorized()) {
+            spdlog::warn("repair pass: {}", connected.status().ToString());
+          }
+          continue;
+        }
         client = std::move(*connected);
       }
       if (!client->RefreshMap().ok()) continue;
@@ -184,6 +194,7 @@ class RepairLoop {
   const std::string self_;
   const std::chrono::seconds interval_;
   RepairCounters& counters_;
+  const tagcache::client::ClientOptions peer_;
   std::mutex mu_;
   std::condition_variable wake_;
   bool stop_ = false;
@@ -317,6 +328,26 @@ int main(int argc, char** argv) {
                  "Seconds between background repair passes of a clustered node (0: none)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{86400 * 7}));
+  std::string peer_token_file;
+  std::string peer_tls_ca;
+  app.add_option("--auth-file", options.auth_file,
+                 "Accepted tokens, one ROLE:SHA256HEX a line (roles read, export, write, admin; "
+                 "docs/SECURITY.md); reloaded on SIGHUP. Without it every client may do "
+                 "everything and the node listens on loopback only");
+  app.add_flag("--insecure-listen-any", options.insecure_listen_any,
+               "Without --auth-file, listen on the --listen address even when it is not "
+               "loopback (anyone who reaches it may read, export and overwrite every tag)");
+  app.add_option("--peer-token-file", peer_token_file,
+                 "Token (admin role on every node) the background repair pass authenticates "
+                 "with");
+  app.add_option("--tls-cert", options.tls_cert_file,
+                 "PEM certificate chain: serve TLS 1.2+ only (with --tls-key)");
+  app.add_option("--tls-key", options.tls_key_file, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", options.tls_client_ca_file,
+                 "Require client certificates signed by this PEM CA");
+  app.add_option("--peer-tls-ca", peer_tls_ca,
+                 "PEM CA that peers' certificates chain to, for the background repair pass of a "
+                 "TLS node (it presents --tls-cert as its client certificate)");
   CLI11_PARSE(app, argc, argv);
 
   // Logs go to stderr: stdout carries only the "listening" line.
@@ -378,6 +409,44 @@ int main(int argc, char** argv) {
 
   RepairCounters repair_counters;  // outlives the node, whose metrics read it
   options.extra_metrics = [&repair_counters] { return repair_counters.Render(); };
+
+  // What the background repair pass authenticates to nodes with.
+  tagcache::client::ClientOptions peer;
+  bool repair_possible = true;
+  if (!peer_token_file.empty()) {
+    auto token = tagcache::client::ReadTokenFile(peer_token_file);
+    if (!token.ok()) {
+      spdlog::error("--peer-token-file: {}", token.status().ToString());
+      return 2;
+    }
+    peer.token = std::move(token).value();
+  } else if (!options.auth_file.empty() && repair_interval_s > 0) {
+    spdlog::warn(
+        "--auth-file without --peer-token-file: the background repair pass has no token "
+        "and is off");
+    repair_possible = false;
+  }
+  if (!options.tls_cert_file.empty()) {
+    if (peer_tls_ca.empty()) {
+      if (repair_interval_s > 0) {
+        spdlog::warn(
+            "--tls-cert without --peer-tls-ca: the background repair pass cannot verify "
+            "peers and is off");
+      }
+      repair_possible = false;
+    } else {
+      peer.tls.enabled = true;
+      peer.tls.ca_file = peer_tls_ca;
+      if (!options.tls_client_ca_file.empty()) {
+        peer.tls.cert_file = options.tls_cert_file;
+        peer.tls.key_file = options.tls_key_file;
+      }
+    }
+  } else if (!peer_tls_ca.empty()) {
+    spdlog::error("--peer-tls-ca needs --tls-cert (peers speak TLS only when this node does)");
+    return 2;
+  }
+
   tagcache::net::Node node(std::move(options));
   tagcache::Status status = node.Start();
   if (!status.ok()) {
@@ -396,12 +465,13 @@ int main(int argc, char** argv) {
   }
   std::cout << "tagcache-server listening on " << node.listen_address() << std::endl;
   std::optional<RepairLoop> repair;
-  if (repair_interval_s > 0) {
+  if (repair_interval_s > 0 && repair_possible) {
     // A wildcard listen address is reached through loopback.
     std::string self = node.listen_address();
     if (self.rfind("0.0.0.0:", 0) == 0) self = "127.0.0.1:" + std::to_string(node.port());
     if (self.rfind("[::]:", 0) == 0) self = "[::1]:" + std::to_string(node.port());
-    repair.emplace(self, std::chrono::seconds(repair_interval_s), repair_counters);
+    repair.emplace(self, std::chrono::seconds(repair_interval_s), repair_counters,
+                   std::move(peer));
   }
   node.Run();
   return 0;

@@ -18,8 +18,10 @@
 #include "tagbench/report.h"
 #include "tagbench/targets.h"
 #include "tagbench/verify.h"
+#include "tagcache/client/credential_flags.h"
 
 namespace tb = tagcache::tagbench;
+namespace client = tagcache::client;
 
 namespace {
 
@@ -107,6 +109,8 @@ int main(int argc, char** argv) {
   runc->add_flag("--progress", progress_flag,
                  "live progress line on stderr (default: only on a terminal)");
   runc->add_flag("--quiet", quiet, "no table on stdout");
+  client::CredentialFlags credentials;  // tagcache targets only
+  client::AddCredentialFlags(*runc, credentials);
 
   // ---- verify
   std::vector<std::string> verify_targets;
@@ -117,6 +121,7 @@ int main(int argc, char** argv) {
   verify->add_option("--target", verify_targets, "two target URLs")->required()->expected(2);
   verify->add_option("--ops", verify_ops, "ops per kind")->capture_default_str();
   verify->add_option("--seed", run.seed, "seed")->capture_default_str();
+  client::AddCredentialFlags(*verify, credentials);
 
   // ---- compare / check
   std::vector<std::string> files;
@@ -157,9 +162,9 @@ int main(int argc, char** argv) {
     tagcache::Result<tb::Manifest> m = tb::ReadManifest(dataset + "/dataset.json");
     if (!m.ok()) return Fail(m.status());
     if (verify->parsed()) {
-      auto a = tb::OpenTarget(verify_targets[0], *m, 1, 1);
+      auto a = tb::OpenTarget(verify_targets[0], *m, 1, 1, credentials);
       if (!a.ok()) return Fail(a.status());
-      auto b = tb::OpenTarget(verify_targets[1], *m, 1, 1);
+      auto b = tb::OpenTarget(verify_targets[1], *m, 1, 1, credentials);
       if (!b.ok()) return Fail(b.status());
       auto v = tb::CrossCheck(**a, **b, *m, run.workload, verify_ops, run.seed);
       if (!v.ok()) return Fail(v.status());
@@ -176,7 +181,7 @@ int main(int argc, char** argv) {
     if (!mix.ok()) return Fail(mix.status());
     run.mix = *mix;
     if (tagcache::Status s = tb::ValidateRun(run); !s.ok()) return Fail(s);
-    auto target = tb::OpenTarget(target_url, *m, run.connections, run.depth);
+    auto target = tb::OpenTarget(target_url, *m, run.connections, run.depth, credentials);
     if (!target.ok()) return Fail(target.status());
     const bool show = progress_flag || ::isatty(STDERR_FILENO);
     const std::string who = (*target)->Kind();

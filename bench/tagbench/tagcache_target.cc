@@ -229,6 +229,7 @@ Result<std::unique_ptr<Target>> ConnectTagcache(const TagcacheTargetOptions& opt
   co.max_in_flight = static_cast<size_t>(options.depth) * 2;
   co.request_timeout = options.timeout;
   co.client_name = "tagbench";
+  if (Status s = client::ApplyCredentials(options.credentials, co); !s.ok()) return s;
   Result<std::unique_ptr<client::Client>> c = client::Client::Connect(co);
   if (!c.ok()) return c.status();
   return std::unique_ptr<Target>(

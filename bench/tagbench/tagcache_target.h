@@ -8,10 +8,7 @@
 #include <string>
 
 #include "tagbench/target.h"
-
-namespace tagcache::client {
-class Client;
-}
+#include "tagcache/client/credentials.h"
 
 namespace tagcache::tagbench {
 
@@ -20,6 +17,7 @@ struct TagcacheTargetOptions {
   int connections = 32;                  // per node. REQUIRES: >= 1
   int depth = 16;                        // requests in flight per connection
   std::chrono::milliseconds timeout{10000};
+  client::CredentialFlags credentials;   // token and TLS (docs/SECURITY.md)
 };
 
 // IO_ERROR / the node's status when no seed answers.

@@ -6,7 +6,8 @@
 namespace tagcache::tagbench {
 
 Result<std::unique_ptr<Target>> OpenTarget(const std::string& url, const Manifest& manifest,
-                                           int connections, int depth) {
+                                           int connections, int depth,
+                                           const client::CredentialFlags& credentials) {
   if (url.rfind("redis://", 0) == 0) {
     Result<RedisAddress> a = ParseRedisUrl(url);
     if (!a.ok()) return a.status();
@@ -26,6 +27,7 @@ Result<std::unique_ptr<Target>> OpenTarget(const std::string& url, const Manifes
   o.seeds = seeds;
   o.connections = connections;
   o.depth = depth;
+  o.credentials = credentials;
   return ConnectTagcache(o);
 }
 

@@ -7,12 +7,15 @@
 #include <string>
 
 #include "tagbench/dataset.h"
+#include "tagcache/client/credentials.h"
 #include "tagbench/target.h"
 
 namespace tagcache::tagbench {
 
-// BAD_REQUEST for a malformed URL; the connection's error otherwise.
+// `credentials` (token, TLS) apply to tagcache targets. BAD_REQUEST for a
+// malformed URL or bad credentials; the connection's error otherwise.
 Result<std::unique_ptr<Target>> OpenTarget(const std::string& url, const Manifest& manifest,
-                                           int connections, int depth);
+                                           int connections, int depth,
+                                           const client::CredentialFlags& credentials = {});
 
 }  // namespace tagcache::tagbench

@@ -23,6 +23,8 @@
 #include "address.h"
 #include "call.h"
 #include "node_pool.h"
+#include "tagcache/client/credentials.h"
+#include "tagcache/security/tls.h"
 #include "wire_codec.h"
 
 namespace tagcache::client {
@@ -125,8 +127,9 @@ constexpr int kMaxWrongNodeRetries = 10;
 
 class Client::Impl {
  public:
-  explicit Impl(ClientOptions options)
+  Impl(ClientOptions options, std::shared_ptr<asio::ssl::context> tls)
       : options_(std::move(options)), work_(asio::make_work_guard(io_)) {
+    connection_options_.tls = std::move(tls);
     connection_options_.connect_timeout = options_.connect_timeout;
     connection_options_.max_in_flight = options_.max_in_flight;
     connection_options_.max_queued = options_.max_queued;
@@ -134,6 +137,7 @@ class Client::Impl {
     connection_options_.backoff_max = options_.reconnect_backoff_max;
     connection_options_.max_response_bytes = options_.max_response_bytes;
     connection_options_.client_name = options_.client_name;
+    connection_options_.token = options_.token;
     thread_ = std::thread([this] { Run(); });
   }
 
@@ -662,7 +666,20 @@ Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
       options.reconnect_backoff_max < options.reconnect_backoff_min) {
     return Status::BadRequest("reconnect backoff must satisfy 0 < min <= max");
   }
-  auto impl = std::make_unique<Impl>(std::move(options));
+  if (options.token.size() > kMaxTokenBytes) {
+    return Status::BadRequest("the token has " + std::to_string(options.token.size()) +
+                              " bytes; at most " + std::to_string(kMaxTokenBytes) + " are sent");
+  }
+  std::shared_ptr<asio::ssl::context> tls;
+  if (options.tls.enabled) {
+    auto ctx = security::MakeClientContext(
+        {options.tls.ca_file, options.tls.cert_file, options.tls.key_file});
+    if (!ctx.ok()) return ctx.status();
+    tls = std::move(ctx).value();
+  } else if (!options.tls.ca_file.empty() || !options.tls.cert_file.empty()) {
+    return Status::BadRequest("TLS files are given but TLS is not enabled (tls.enabled)");
+  }
+  auto impl = std::make_unique<Impl>(std::move(options), std::move(tls));
   Status status = impl->Start();
   if (!status.ok()) return status;
   return std::unique_ptr<Client>(new Client(std::move(impl)));

@@ -1,14 +1,15 @@
 #include "connection.h"
 
-#include <cstring>
 #include <kj/exception.h>
 
 #include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <cstring>
 #include <utility>
 
+#include "address.h"
 #include "tagcache/protocol/codec.h"
 
 namespace tagcache::client {
@@ -18,8 +19,9 @@ using asio::ip::tcp;
 using boost::system::error_code;
 
 struct Connection::Link {
-  explicit Link(asio::io_context& io) : socket(io), in(kReadChunk) {}
-  tcp::socket socket;
+  Link(asio::io_context& io, asio::ssl::context* tls)
+      : stream(tcp::socket(io), tls), in(kReadChunk) {}
+  security::TlsStream stream;
   // Received bytes not yet handled: in[begin, end). One read takes whatever
   // the socket has, and every complete frame in it is handled in the same
   // handler, so requests issued by those completions leave in one write.
@@ -49,7 +51,7 @@ void Connection::Start() { Connect(); }
 
 void Connection::Connect() {
   state_ = State::kConnecting;
-  auto link = std::make_shared<Link>(io_);
+  auto link = std::make_shared<Link>(io_, options_.tls.get());
   link_ = link;
   hello_id_ = 0;
   auto self = shared_from_this();
@@ -59,7 +61,7 @@ void Connection::Connect() {
     self->Lost(Status::IoError("connecting to " + self->address_ + " timed out after " +
                                std::to_string(self->options_.connect_timeout.count()) + " ms"));
   });
-  asio::async_connect(link->socket, endpoints_,
+  asio::async_connect(link->stream.socket(), endpoints_,
                       [self, link](const error_code& ec, const tcp::endpoint& /*endpoint*/) {
                         if (self->link_ != link) return;  // timed out or closed meanwhile
                         if (ec) {
@@ -67,17 +69,43 @@ void Connection::Connect() {
                                                      ": " + ec.message()));
                           return;
                         }
-                        self->OnConnected(link);
+                        self->OnTcpConnected(link);
                       });
+}
+
+void Connection::OnTcpConnected(const std::shared_ptr<Link>& link) {
+  if (!link->stream.tls()) {
+    OnConnected(link);
+    return;
+  }
+  // The certificate must be for the host the address names (name or IP).
+  Result<HostPort> hp = ParseHostPort(address_);
+  if (!hp.ok() || !link->stream.PrepareClient(hp->host)) {
+    Lost(Status::BadRequest("cannot verify TLS for address " + address_));
+    return;
+  }
+  auto self = shared_from_this();
+  // Bounded by the connect timer, which runs until the hello is answered.
+  link->stream.AsyncHandshake(asio::ssl::stream_base::client, [self, link](const error_code& ec) {
+    if (self->link_ != link) return;
+    if (ec) {
+      self->Lost(Status::IoError("TLS handshake with " + self->address_ +
+                                 " failed: " + security::DescribeTlsError(ec) +
+                                 " (a plaintext port, or a certificate the CA does not vouch "
+                                 "for?)"));
+      return;
+    }
+    self->OnConnected(link);
+  });
 }
 
 void Connection::OnConnected(const std::shared_ptr<Link>& link) {
   error_code ignored;
-  link->socket.set_option(tcp::no_delay(true), ignored);
+  link->stream.socket().set_option(tcp::no_delay(true), ignored);
   // Nothing else is written before the hello is answered: calls wait in the
   // queue until kReady (a node accepts only small frames before the hello).
   hello_id_ = ids_();
-  out_ = EncodeHello(hello_id_, options_.client_name);
+  out_ = EncodeHello(hello_id_, options_.client_name, options_.token);
   Flush();
   ReadHeader(link);
 }
@@ -93,14 +121,20 @@ void Connection::ReadHeader(const std::shared_ptr<Link>& link) {
     link->in.resize(link->in.size() + Link::kReadChunk);
   }
   auto self = shared_from_this();
-  link->socket.async_read_some(
+  link->stream.AsyncReadSome(
       asio::buffer(link->in.data() + link->end, link->in.size() - link->end),
       [self, link](const error_code& ec, size_t n) {
         if (self->link_ != link) return;
         if (ec) {
-          self->Lost(Status::IoError(ec == asio::error::eof
-                                         ? "connection closed by " + self->address_
-                                         : "reading from " + self->address_ + ": " + ec.message()));
+          const bool closed = ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
+          std::string why =
+              closed ? "connection closed by " + self->address_
+                     : "reading from " + self->address_ + ": " + security::DescribeTlsError(ec);
+          if (self->state_ == State::kConnecting && !link->stream.tls()) {
+            // A TLS node drops a plaintext hello without a word.
+            why += " before answering the hello (a TLS port? then enable TLS)";
+          }
+          self->Lost(Status::IoError(why));
           return;
         }
         link->end += n;
@@ -198,7 +232,7 @@ void Connection::Lost(const Status& why) {
   last_error_ = why;
   if (link_) {
     error_code ignored;
-    link_->socket.close(ignored);
+    link_->stream.socket().close(ignored);
     link_.reset();
   }
   connect_timer_.cancel();
@@ -256,7 +290,7 @@ void Connection::Close(const Status& why) {
   last_error_ = why;
   if (link_) {
     error_code ignored;
-    link_->socket.close(ignored);
+    link_->stream.socket().close(ignored);
     link_.reset();
   }
   deadline_timer_.cancel();
@@ -354,7 +388,7 @@ void Connection::Flush() {
   // of a send system call each.
   if (writing_ || flush_posted_ || out_.empty() || !link_) return;
   flush_posted_ = true;
-  asio::post(link_->socket.get_executor(), [self = shared_from_this()] {
+  asio::post(link_->stream.get_executor(), [self = shared_from_this()] {
     self->flush_posted_ = false;
     self->WriteOut();
   });
@@ -368,7 +402,7 @@ void Connection::WriteOut() {
   auto link = link_;
   auto self = shared_from_this();
   asio::async_write(
-      link->socket, asio::buffer(*buffer), [self, link, buffer](const error_code& ec, size_t) {
+      link->stream, asio::buffer(*buffer), [self, link, buffer](const error_code& ec, size_t) {
         if (self->link_ != link) return;  // Lost() reset writing_ already
         self->writing_ = false;
         if (ec) {

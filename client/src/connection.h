@@ -27,6 +27,7 @@
 #include "tagcache/common/status.h"
 #include "tagcache/protocol/codec.h"
 #include "tagcache/protocol/frame.h"
+#include "tagcache/security/tls.h"
 #include "wire_codec.h"
 
 namespace tagcache::client {
@@ -39,6 +40,10 @@ struct ConnectionOptions {
   std::chrono::milliseconds backoff_max{2000};
   uint32_t max_response_bytes = 256u << 20;
   std::string client_name;
+  std::string token;  // sent in the hello; empty: none
+  // Non-null: every connection speaks TLS with this context and checks the
+  // node's certificate against the host part of its address.
+  std::shared_ptr<boost::asio::ssl::context> tls;
 };
 
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -98,6 +103,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   };
 
   void Connect();
+  void OnTcpConnected(const std::shared_ptr<Link>& link);
   void OnConnected(const std::shared_ptr<Link>& link);
   void ReadHeader(const std::shared_ptr<Link>& link);
   void OnFrame(const std::shared_ptr<Link>& link, const protocol::FrameBody& body);

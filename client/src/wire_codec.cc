@@ -68,11 +68,13 @@ std::vector<TagHit> ReadHits(wire::TagHits::Reader hits) {
 
 }  // namespace
 
-std::vector<uint8_t> EncodeHello(uint64_t id, const std::string& client_name) {
+std::vector<uint8_t> EncodeHello(uint64_t id, const std::string& client_name,
+                                 const std::string& token) {
   return Encode(id, Envelope{}, [&](wire::Request::Builder r) {
     auto hello = r.initHello();
     hello.setVersion(protocol::kProtocolVersion);
     hello.setClient(AsText(client_name));
+    if (!token.empty()) hello.setToken(AsText(token));
   });
 }
 

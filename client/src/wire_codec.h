@@ -32,7 +32,8 @@ struct HelloInfo {
   uint32_t max_frame_bytes = 0;
 };
 
-std::vector<uint8_t> EncodeHello(uint64_t id, const std::string& client_name);
+std::vector<uint8_t> EncodeHello(uint64_t id, const std::string& client_name,
+                                 const std::string& token = "");
 std::vector<uint8_t> EncodePing(uint64_t id, const Envelope& env);
 std::vector<uint8_t> EncodeGetTags(uint64_t id, const Envelope& env, UserId user, bool with_ts);
 std::vector<uint8_t> EncodeHasTags(uint64_t id, const Envelope& env, UserId user, const std::vector<std::string>& tags);

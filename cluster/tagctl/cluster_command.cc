@@ -43,11 +43,15 @@ Result<std::vector<NodeInfo>> ParseNodes(const std::vector<std::string>& specs) 
   return nodes;
 }
 
+// Moves and repairs run through this client: its token (admin on every
+// node) is what authorises exporting and merging shards.
 Result<std::unique_ptr<Client>> ConnectTo(const std::vector<std::string>& seeds,
-                                          std::chrono::milliseconds timeout) {
+                                          const Invocation& inv) {
   client::ClientOptions options;
   options.seeds = seeds;
-  options.request_timeout = timeout;
+  options.request_timeout = inv.timeout;
+  options.token = inv.token;
+  options.tls = inv.tls;
   options.connections_per_node = 2;
   options.client_name = "tagctl";
   return Client::Connect(std::move(options));
@@ -230,7 +234,7 @@ int Init(const Invocation& inv) {
   if (nodes->empty()) return Fail(Status::BadRequest("--nodes lists no node"));
   std::vector<std::string> seeds;
   for (const NodeInfo& n : *nodes) seeds.push_back(n.address);
-  auto client = ConnectTo(seeds, inv.timeout);
+  auto client = ConnectTo(seeds, inv);
   if (!client.ok()) return Fail(client.status());
   ClusterMap map;
   map.epoch = 1;
@@ -338,7 +342,7 @@ int Repair(Client& client, const Invocation& inv) {
 
 int RunCluster(const Invocation& inv) {
   if (inv.cluster_action == "init") return Init(inv);
-  auto client = ConnectTo(inv.seeds, inv.timeout);
+  auto client = ConnectTo(inv.seeds, inv);
   if (!client.ok()) return Fail(client.status());
   Client& c = **client;
   if (inv.cluster_action == "show") return Show(c, inv);

@@ -78,6 +78,8 @@ Result<Report> Execute(const Invocation& inv) {
   options.connect_timeout = std::min(inv.timeout, options.connect_timeout);
   options.connections_per_node = 1;  // one request at a time
   options.client_name = "tagctl";
+  options.token = inv.token;
+  options.tls = inv.tls;
   auto connected = Client::Connect(std::move(options));
   if (!connected.ok()) return connected.status();
   Client& client = **connected;
@@ -137,7 +139,8 @@ Result<Report> Execute(const Invocation& inv) {
     case Command::kLoad:
     case Command::kStream:
     case Command::kCluster:
-      break;  // main.cc runs these through RunLoad / RunStream
+    case Command::kAuthHashToken:
+      break;  // main.cc runs these itself (RunLoad, RunStream, RunCluster, hash-token)
   }
   return Status::Internal("unknown command");
 }

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "tagcache/client/client.h"
+
 namespace tagcache::tagctl {
 
 enum class Command {
@@ -21,9 +23,10 @@ enum class Command {
   kStats,
   kCheckpoint,
   kPing,
-  kLoad,    // bulk snapshot load (load_command.cc)
-  kStream,  // NDJSON events from stdin (stream_command.cc)
-  kCluster,  // cluster map life cycle (cluster_command.cc)
+  kLoad,           // bulk snapshot load (load_command.cc)
+  kStream,         // NDJSON events from stdin (stream_command.cc)
+  kCluster,        // cluster map life cycle (cluster_command.cc)
+  kAuthHashToken,  // the SHA-256 hex of a token read from stdin (main.cc)
 };
 
 enum class AudienceFormat { kIds, kRoaring };
@@ -33,6 +36,10 @@ struct Invocation {
   std::vector<std::string> seeds = {"127.0.0.1:7379"};
   bool json = false;
   std::chrono::milliseconds timeout{5000};
+  // Credentials (--token/--token-file/TAGCACHE_TOKEN, --tls...), resolved by
+  // main.cc; every client tagctl makes carries them.
+  std::string token;
+  client::ClientOptions::Tls tls;
 
   Command command = Command::kPing;
   uint64_t user = 0;              // get, has, set, clear

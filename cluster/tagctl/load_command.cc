@@ -320,6 +320,8 @@ int RunLoad(const Invocation& inv) {
   options.connect_timeout = std::min(inv.timeout, options.connect_timeout);
   options.connections_per_node = 2;
   options.client_name = "tagctl-load";
+  options.token = inv.token;
+  options.tls = inv.tls;
   auto connected = client::Client::Connect(std::move(options));
   if (!connected.ok()) return fail(connected.status().ToString());
   client::Client& client = **connected;

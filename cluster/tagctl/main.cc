@@ -11,6 +11,9 @@
 #include "commands.h"
 #include "invocation.h"
 #include "report.h"
+#include "tagcache/client/credential_flags.h"
+#include "tagcache/client/credentials.h"
+#include "tagcache/security/auth.h"
 
 namespace {
 
@@ -53,6 +56,8 @@ int main(int argc, char** argv) {
   app.add_option("--timeout", timeout_ms, "Request timeout in ms")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  tagcache::client::CredentialFlags credentials;
+  tagcache::client::AddCredentialFlags(app, credentials);
 
   auto* get = app.add_subcommand("get", "The user's tags");
   get->add_option("USER", inv.user, "User id")->required()->check(CLI::NonNegativeNumber);
@@ -183,6 +188,13 @@ int main(int argc, char** argv) {
     });
   }
 
+  auto* auth = app.add_subcommand("auth", "Tokens for --auth-file");
+  auth->require_subcommand(1);
+  auth->add_subcommand("hash-token",
+                       "Print the SHA-256 hex of the token read from stdin (for an auth file "
+                       "line ROLE:HASH)")
+      ->callback([&] { inv.command = Command::kAuthHashToken; });
+
   try {
     app.parse(argc, argv);
     if (inv.command == Command::kLoad) {
@@ -221,6 +233,28 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::cerr << "tagctl: usage: " << e.what() << " (see tagctl --help)\n";
     return kExitUsage;
+  }
+
+  if (inv.command == Command::kAuthHashToken) {
+    // The token comes from stdin so that it never appears in `ps` or a
+    // shell history; trailing newlines are dropped, as in token files.
+    auto token = tagcache::client::ReadTokenFile("/dev/stdin");
+    if (!token.ok()) {
+      std::cerr << "tagctl: " << token.status().ToString() << '\n';
+      return kExitRequestError;
+    }
+    std::cout << tagcache::security::HashTokenHex(*token) << '\n';
+    return std::cout ? 0 : kExitRequestError;
+  }
+  {
+    tagcache::client::ClientOptions resolved;
+    tagcache::Status s = tagcache::client::ApplyCredentials(credentials, resolved);
+    if (!s.ok()) {
+      std::cerr << "tagctl: usage: " << s.message() << " (see tagctl --help)\n";
+      return kExitUsage;
+    }
+    inv.token = std::move(resolved.token);
+    inv.tls = std::move(resolved.tls);
   }
 
   if (inv.command == Command::kLoad) return tagcache::tagctl::RunLoad(inv);

@@ -309,6 +309,8 @@ int RunStream(const Invocation& inv) {
   copts.request_timeout = inv.timeout;
   copts.client_name = "tagctl-stream";
   copts.connections_per_node = 2;
+  copts.token = inv.token;
+  copts.tls = inv.tls;
   auto connected = Client::Connect(copts);
   if (!connected.ok()) {
     complain(connected.status().ToString());

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "connector.h"
+#include "tagcache/client/credential_flags.h"
+#include "tagcache/client/credentials.h"
 
 namespace {
 
@@ -95,6 +97,8 @@ int main(int argc, char** argv) {
   app.add_option("--shutdown-timeout-s", shutdown_timeout_s,
                  "On SIGINT/SIGTERM, how long in-flight events may take to be acknowledged")
       ->check(CLI::Range(int64_t{0}, int64_t{3'600}));
+  tagcache::client::CredentialFlags credentials;
+  tagcache::client::AddCredentialFlags(app, credentials);
   app.add_option("--log-level", log_level, "Log level")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   try {
@@ -114,6 +118,12 @@ int main(int argc, char** argv) {
   options.client.seeds.clear();
   SplitCommaList(seeds, options.client.seeds);
   options.client.client_name = "tagcache-kafka";
+  // The token needs the write role on every node.
+  if (tagcache::Status s = tagcache::client::ApplyCredentials(credentials, options.client);
+      !s.ok()) {
+    spdlog::error("{}", s.message());
+    return kExitUsage;
+  }
   for (const std::string& p : properties) {
     const size_t eq = p.find('=');
     if (eq == std::string::npos || eq == 0) {

@@ -34,11 +34,12 @@ class RunningNode {
   RunningNode& operator=(const RunningNode&) = delete;
 
   std::string address() const { return "127.0.0.1:" + std::to_string(node_->port()); }
+  uint16_t port() const { return node_->port(); }
   // The node itself (its engine, its metrics port).
   Node& node() { return *node_; }
 
-  // A client seeded with this node (a test failure, and null, if it cannot connect).
-  std::unique_ptr<client::Client> Connect(const std::string& client_name = "test") const {
+  // Client options seeded with this node, with test-sized timeouts.
+  client::ClientOptions Options(const std::string& client_name = "test") const {
     client::ClientOptions options;
     options.seeds = {address()};
     options.connect_timeout = std::chrono::milliseconds(2000);
@@ -46,6 +47,14 @@ class RunningNode {
     options.reconnect_backoff_min = std::chrono::milliseconds(20);
     options.reconnect_backoff_max = std::chrono::milliseconds(500);
     options.client_name = client_name;
+    return options;
+  }
+
+  // A client seeded with this node (a test failure, and null, if it cannot connect).
+  std::unique_ptr<client::Client> Connect(const std::string& client_name = "test") const {
+    return Connect(Options(client_name));
+  }
+  std::unique_ptr<client::Client> Connect(const client::ClientOptions& options) const {
     auto c = client::Client::Connect(options);
     EXPECT_TRUE(c.ok()) << c.status().ToString();
     return c.ok() ? std::move(c).value() : nullptr;

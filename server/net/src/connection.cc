@@ -51,8 +51,9 @@ std::string Describe(const kj::Exception& e) {
 }
 
 bool IsOrdinaryDisconnect(const error_code& ec) {
-  return ec == asio::error::eof || ec == asio::error::connection_reset ||
-         ec == asio::error::broken_pipe || ec == asio::error::operation_aborted;
+  return ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ||
+         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+         ec == asio::error::operation_aborted;
 }
 
 }  // namespace
@@ -72,11 +73,11 @@ OwnedBody OwnedBody::CopyOf(const uint8_t* data, size_t bytes) {
 }
 
 Connection::Connection(Loop& loop, Service& service, asio::thread_pool& workers,
-                       asio::ip::tcp::socket socket, bool reject)
+                       asio::ip::tcp::socket socket, bool reject, asio::ssl::context* tls)
     : loop_(loop),
       service_(service),
       workers_(workers),
-      socket_(std::move(socket)),
+      stream_(std::move(socket), tls),
       hello_timer_(loop.io()),
       write_timer_(loop.io()),
       idle_timer_(loop.io()),
@@ -93,7 +94,7 @@ Connection::~Connection() {
 
 void Connection::Start() {
   error_code ec;
-  auto remote = socket_.remote_endpoint(ec);
+  auto remote = stream_.socket().remote_endpoint(ec);
   if (!ec) {
     peer_ = remote.address().is_v6() ? "[" + remote.address().to_string() + "]"
                                      : remote.address().to_string();
@@ -102,8 +103,45 @@ void Connection::Start() {
     peer_ = "?";
   }
   loop_.Register(this, weak_from_this());
-  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  stream_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
   rbuf_ = std::make_unique_for_overwrite<uint64_t[]>(kReadBufferBytes / sizeof(uint64_t));
+  if (!stream_.tls()) {
+    StartServing();
+    return;
+  }
+  // The hello timeout bounds the handshake too: a client that opens a
+  // connection and stalls holds it no longer than one that sends no hello.
+  ArmHelloTimer();
+  handshaking_ = true;
+  stream_.AsyncHandshake(asio::ssl::stream_base::server,
+                         [self = shared_from_this()](const error_code& hs_ec) {
+                           self->handshaking_ = false;
+                           if (self->closed_) return;
+                           if (hs_ec) {
+                             // A plaintext client, an untrusted certificate, no client
+                             // certificate when one is required: nothing can be answered.
+                             spdlog::info("connection from {}: TLS handshake failed: {}",
+                                          self->peer_, security::DescribeTlsError(hs_ec));
+                             self->Close();
+                             return;
+                           }
+                           self->StartServing();
+                         });
+}
+
+void Connection::ArmHelloTimer() {
+  hello_timer_.expires_after(service_.limits().hello_timeout);
+  hello_timer_.async_wait([self = shared_from_this()](const error_code& wait_ec) {
+    if (wait_ec || self->closed_ || self->hello_done_ || self->lingering_) return;
+    spdlog::debug("closing connection from {}: no {}hello within {} ms", self->peer_,
+                  self->stream_.tls() ? "TLS handshake and " : "",
+                  self->service_.limits().hello_timeout.count());
+    self->service_.CountLimit(Limit::kHelloTimeout);
+    self->Close();
+  });
+}
+
+void Connection::StartServing() {
   if (reject_) {
     spdlog::debug("rejecting connection from {}: {} connections already served", peer_,
                   service_.limits().max_connections);
@@ -118,14 +156,9 @@ void Connection::Start() {
     Close();
     return;
   }
-  hello_timer_.expires_after(service_.limits().hello_timeout);
-  hello_timer_.async_wait([self = shared_from_this()](const error_code& wait_ec) {
-    if (wait_ec || self->closed_ || self->hello_done_ || self->lingering_) return;
-    spdlog::debug("closing connection from {}: no hello within {} ms", self->peer_,
-                  self->service_.limits().hello_timeout.count());
-    self->service_.CountLimit(Limit::kHelloTimeout);
-    self->Close();
-  });
+  // Over TLS the timer armed before the handshake keeps running: one
+  // timeout bounds handshake and hello together.
+  if (!stream_.tls()) ArmHelloTimer();
   ArmIdleTimer(Clock::now() + service_.limits().idle_timeout);
   Pump();
 }
@@ -184,7 +217,7 @@ void Connection::MaybeRead() {
     buffer = asio::buffer(base + rend_, kReadBufferBytes - rend_);
   }
   reading_ = true;
-  socket_.async_read_some(
+  stream_.AsyncReadSome(
       buffer, [self = shared_from_this()](const error_code& ec, size_t n) { self->OnRead(ec, n); });
 }
 
@@ -274,8 +307,10 @@ void Connection::HandleFrame(const uint8_t* body, size_t body_bytes, OwnedBody* 
   last_activity_ = start;
   if (owned != nullptr && hello_done_) {
     // A frame larger than the read buffer is never cheap, and checking its
-    // whole tree could take milliseconds: the worker parses it. (Before the
-    // hello, frames are at most kPreHelloMaxFrameBytes: parsed here.)
+    // whole tree could take milliseconds: the worker parses it (and checks
+    // access). (Before the hello, frames are at most
+    // kPreHelloMaxFrameBytes: parsed here.)
+    if (auth_generation_ != service_.auth().generation()) RefreshRoles();
     StartHeavy(std::move(*owned), start);
     return;
   }
@@ -301,8 +336,13 @@ void Connection::HandleFrame(const uint8_t* body, size_t body_bytes, OwnedBody* 
       HandleHello(req, start);
       return;
     }
+    if (auth_generation_ != service_.auth().generation() && !RefreshRoles()) {
+      Allowed(req, start);  // answers UNAUTHORIZED
+      BeginDrain();
+      return;
+    }
     if (Service::RunsInline(req)) {
-      ExecuteInline(req, Service::KindOf(req), start);
+      if (Allowed(req, start)) ExecuteInline(req, Service::KindOf(req), start);
       return;
     }
     StartHeavy(owned != nullptr ? std::move(*owned) : OwnedBody::CopyOf(body, body_bytes), start);
@@ -336,13 +376,43 @@ void Connection::HandleHello(wire::Request::Reader req, Clock::time_point start)
     BeginDrain();
     return;
   }
+  Authenticator& auth = service_.auth();
+  if (auth.enabled()) {
+    auto token = hello.getToken();
+    if (token.size() == 0) {
+      loop_.stats().Record(0, false, MicrosSince(start));
+      spdlog::info("refused connection from {}: no token in the hello", peer_);
+      Service::AppendErrorFrame(
+          id,
+          Status::Unauthorized("this node requires a token: give the client one "
+                               "(--token, --token-file or TAGCACHE_TOKEN)"),
+          out_pending_);
+      BeginDrain();
+      return;
+    }
+    auth_generation_ = auth.generation();
+    token_hash_ = security::HashToken({token.begin(), token.size()});
+    roles_ = auth.Lookup(token_hash_);
+    if (roles_.empty()) {
+      loop_.stats().Record(0, false, MicrosSince(start));
+      // The log names the peer, never the token.
+      spdlog::info("refused connection from {}: unknown token", peer_);
+      Service::AppendErrorFrame(id, Status::Unauthorized("the token is not accepted by this node"),
+                                out_pending_);
+      BeginDrain();
+      return;
+    }
+  } else {
+    roles_ = security::RoleSet::All();
+  }
   hello_done_ = true;
   max_frame_bytes_ = service_.limits().max_frame_bytes;
   hello_timer_.cancel();
   if (spdlog::should_log(spdlog::level::debug)) {
     auto client = hello.getClient();
     std::string name(client.begin(), std::min<size_t>(client.size(), 64));
-    spdlog::debug("connection from {}: hello from client '{}'", peer_, name);
+    spdlog::debug("connection from {}: hello from client '{}', roles {}", peer_, name,
+                  security::DescribeRoles(roles_));
   }
   capnp::MallocMessageBuilder mb(loop_.segment_scratch());
   auto resp = mb.initRoot<wire::Response>();
@@ -350,6 +420,28 @@ void Connection::HandleHello(wire::Request::Reader req, Clock::time_point start)
   service_.FillHello(resp);
   protocol::AppendFrame(mb, out_pending_);
   loop_.stats().Record(0, true, MicrosSince(start));
+}
+
+bool Connection::RefreshRoles() {
+  Authenticator& auth = service_.auth();
+  auth_generation_ = auth.generation();
+  if (!auth.enabled()) return true;
+  roles_ = auth.Lookup(token_hash_);
+  if (!roles_.empty()) return true;
+  if (!revoked_) spdlog::info("connection from {}: its token was revoked by a reload", peer_);
+  revoked_ = true;
+  return false;
+}
+
+bool Connection::Allowed(wire::Request::Reader req, Clock::time_point start) {
+  Status access = revoked_ ? Status::Unauthorized(
+                                 "the token of this connection is no longer accepted (the node "
+                                 "reloaded its auth file)")
+                           : CheckAccess(req.which(), roles_);
+  if (access.ok()) return true;
+  loop_.stats().Record(Service::KindOf(req), false, MicrosSince(start));
+  Service::AppendErrorFrame(req.getId(), access, out_pending_);
+  return false;
 }
 
 void Connection::ExecuteInline(wire::Request::Reader req, size_t kind, Clock::time_point start) {
@@ -370,11 +462,12 @@ void Connection::StartHeavy(OwnedBody body, Clock::time_point start) {
   // (a work guard) until its result has been posted back and handled.
   // A durable write finishes later, on another worker, once it is logged.
   asio::post(workers_, [self = shared_from_this(), body = std::move(body), body_bytes, start,
-                        guard = asio::make_work_guard(loop_.io())]() mutable {
+                        roles = roles_, guard = asio::make_work_guard(loop_.io())]() mutable {
     Service& service = self->service_;
     service.ExecuteFrameAsync(
-        body.view(), [self = std::move(self), body_bytes, start,
-                      guard = std::move(guard)](FrameResult result) mutable {
+        body.view(), roles,
+        [self = std::move(self), body_bytes, start,
+         guard = std::move(guard)](FrameResult result) mutable {
           asio::io_context& io = self->loop_.io();
           asio::post(io, [self = std::move(self), result = std::move(result), body_bytes, start,
                           guard = std::move(guard)]() mutable {
@@ -403,6 +496,8 @@ void Connection::OnHeavyDone(FrameResult result, size_t body_bytes, Clock::time_
   if (result.malformed) {
     spdlog::debug("closing connection from {}: malformed request", peer_);
     BeginDrain();
+  } else if (revoked_) {
+    BeginDrain();  // it was answered UNAUTHORIZED
   }
   Pump();
 }
@@ -429,7 +524,7 @@ void Connection::MaybeWrite() {
 }
 
 void Connection::DoWrite() {
-  socket_.async_write_some(
+  stream_.AsyncWriteSome(
       asio::buffer(out_writing_.data() + write_off_, out_writing_.size() - write_off_),
       [self = shared_from_this()](const error_code& ec, size_t n) { self->OnWrite(ec, n); });
 }
@@ -527,6 +622,12 @@ void Connection::OnIdleTimer(const error_code& ec) {
 
 void Connection::BeginDrain() {
   if (closed_) return;
+  if (handshaking_) {
+    // Nothing was received yet, and a TLS stream takes no reads or writes
+    // while its handshake runs.
+    Close();
+    return;
+  }
   draining_ = true;
   Pump();
 }
@@ -544,7 +645,9 @@ void Connection::StartLinger() {
   // reads go to rbuf_ and are discarded.
   in_big_ = false;
   error_code ec;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  // With TLS too: no close_notify is sent (that would wait for the
+  // peer's); the client has its responses and sees the stream end.
+  stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
   if (ec) {
     Close();
     return;
@@ -561,7 +664,7 @@ void Connection::Close() {
   if (closed_) return;
   closed_ = true;
   error_code ec;
-  socket_.close(ec);  // pending operations complete with operation_aborted
+  stream_.socket().close(ec);  // pending operations complete with operation_aborted
   hello_timer_.cancel();
   write_timer_.cancel();
   idle_timer_.cancel();

@@ -23,6 +23,8 @@
 
 #include "tagcache/common/status.h"
 #include "tagcache/protocol/tagcache.capnp.h"
+#include "tagcache/security/auth.h"
+#include "tagcache/security/tls.h"
 
 namespace tagcache::net {
 
@@ -51,8 +53,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // `socket` belongs to loop.io(). With `reject`, the connection answers
   // OVERLOADED and closes without reading (over max_connections); otherwise
   // it holds one admission of service.TryAddConnection(), given back on Close().
+  // `tls` non-null: the connection starts with a TLS handshake (bounded by
+  // the hello timeout); the context must outlive the connection.
   Connection(Loop& loop, Service& service, boost::asio::thread_pool& workers,
-             boost::asio::ip::tcp::socket socket, bool reject);
+             boost::asio::ip::tcp::socket socket, bool reject, boost::asio::ssl::context* tls);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -67,6 +71,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   using Clock = std::chrono::steady_clock;
+
+  // After the TLS handshake (or at once): the OVERLOADED answer, or the hello wait.
+  void StartServing();
+  // Closes the connection unless the hello (and, over TLS, the handshake)
+  // completes within the hello timeout.
+  void ArmHelloTimer();
+
+  // Access: re-checks the token after an auth file reload. False when the
+  // token is no longer accepted (the connection then drains).
+  bool RefreshRoles();
+  // Answers `req` UNAUTHORIZED when the connection may not send it.
+  bool Allowed(wire::Request::Reader req, Clock::time_point start);
 
   // Reading.
   void MaybeRead();
@@ -107,7 +123,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Loop& loop_;
   Service& service_;
   boost::asio::thread_pool& workers_;
-  boost::asio::ip::tcp::socket socket_;
+  security::TlsStream stream_;
   boost::asio::steady_timer hello_timer_;  // also bounds the lingering close
   boost::asio::steady_timer write_timer_;
   boost::asio::steady_timer idle_timer_;
@@ -139,7 +155,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool reading_ = false;
   bool writing_ = false;
   bool write_timer_armed_ = false;
+  bool handshaking_ = false;  // TLS handshake in progress
   bool hello_done_ = false;
+  // What the hello's token grants (every role without an auth file), and
+  // the auth table generation it was looked up in.
+  security::RoleSet roles_;
+  security::TokenHash token_hash_{};
+  uint64_t auth_generation_ = 0;
+  bool revoked_ = false;
   bool draining_ = false;
   bool lingering_ = false;
   size_t linger_discarded_ = 0;

@@ -32,6 +32,8 @@
 #include "metrics.h"
 #include "metrics_server.h"
 #include "service.h"
+#include "tagcache/security/auth.h"
+#include "tagcache/security/tls.h"
 
 namespace tagcache::net {
 namespace {
@@ -115,6 +117,19 @@ class Node::Impl {
         spdlog::info("dropped {} shard(s) this node no longer owns", dropped);
       }
     }
+    if (!options_.auth_file.empty()) {
+      Result<security::AuthTable> table = security::AuthTable::Load(options_.auth_file);
+      if (!table.ok()) return table.status();
+      spdlog::info("authentication on: {} token(s) from {}", table->entries(), options_.auth_file);
+      service_.auth().Install(std::move(table).value());
+    }
+    if (!options_.tls_cert_file.empty() || !options_.tls_key_file.empty() ||
+        !options_.tls_client_ca_file.empty()) {
+      auto ctx = security::MakeServerContext(
+          {options_.tls_cert_file, options_.tls_key_file, options_.tls_client_ca_file});
+      if (!ctx.ok()) return ctx.status();
+      tls_ = std::move(ctx).value();
+    }
     Loop& loop0 = *loops_[0];
     error_code ec;
     tcp::resolver resolver(loop0.io());
@@ -125,7 +140,26 @@ class Node::Impl {
       return Status::IoError("cannot resolve listen address " + wanted + ": " +
                              (ec ? ec.message() : std::string("no address")));
     }
-    const tcp::endpoint endpoint = results.begin()->endpoint();
+    tcp::endpoint endpoint = results.begin()->endpoint();
+    if (options_.auth_file.empty() && !endpoint.address().is_loopback()) {
+      // Like Redis's protected mode: a node without authentication is
+      // reachable from this machine only, unless the operator insists.
+      if (options_.insecure_listen_any) {
+        spdlog::warn(
+            "no --auth-file and --insecure-listen-any: anyone who can reach {} may read, export "
+            "and overwrite every tag",
+            wanted);
+      } else {
+        const asio::ip::address loopback =
+            endpoint.address().is_v6() ? asio::ip::address(asio::ip::address_v6::loopback())
+                                       : asio::ip::address(asio::ip::address_v4::loopback());
+        spdlog::warn(
+            "no --auth-file: listening on {} instead of {} (loopback only; give --auth-file, "
+            "or --insecure-listen-any to accept unauthenticated clients from the network)",
+            loopback.to_string(), endpoint.address().to_string());
+        endpoint.address(loopback);
+      }
+    }
     acceptor_.emplace(loop0.io());
     auto fail = [&](const char* what) {
       acceptor_.reset();
@@ -153,6 +187,16 @@ class Node::Impl {
         durability_ ? "data directory " + options_.data_dir + ", fsync " +
                           std::string(durability::FsyncPolicyName(options_.durability.fsync))
                     : std::string("no data directory: state is kept in RAM only"));
+    spdlog::info(
+        "security: {}; {}",
+        service_.auth().enabled()
+            ? "tokens required (" + options_.auth_file + ")"
+            : std::string("NO authentication (no --auth-file): every client may do "
+                          "everything"),
+        !tls_ ? std::string("TLS off (plaintext)")
+        : options_.tls_client_ca_file.empty()
+            ? std::string("TLS on")
+            : "TLS on, client certificates required (CA " + options_.tls_client_ca_file + ")");
 
     if (!options_.metrics_host.empty()) {
       Result<std::unique_ptr<MetricsServer>> metrics = MetricsServer::Start(
@@ -176,6 +220,8 @@ class Node::Impl {
         spdlog::info("received signal {}: shutting down", signo);
         RequestStop();
       });
+      hangup_.emplace(loop0.io(), SIGHUP);
+      WaitForHangup();
     }
     DoAccept();
     return Status::Ok();
@@ -202,6 +248,22 @@ class Node::Impl {
     asio::post(loops_[0]->io(), [this] { BeginShutdown(); });
   }
 
+  Status ReloadAuth() {
+    if (options_.auth_file.empty()) {
+      return Status::BadRequest("no --auth-file: nothing to reload");
+    }
+    Result<security::AuthTable> table = security::AuthTable::Load(options_.auth_file);
+    if (!table.ok()) {
+      spdlog::error("auth file reload failed, keeping the previous tokens: {}",
+                    table.status().ToString());
+      return table.status();
+    }
+    const size_t n = table->entries();
+    service_.auth().Install(std::move(table).value());
+    spdlog::info("auth file reloaded: {} token(s) from {}", n, options_.auth_file);
+    return Status::Ok();
+  }
+
   uint16_t port() const { return bound_.port(); }
   uint16_t metrics_port() const { return metrics_ ? metrics_->port() : 0; }
   std::string listen_address() const { return FormatEndpoint(bound_); }
@@ -221,6 +283,18 @@ class Node::Impl {
         spdlog::error("loop {}: unexpected non-standard exception", loop.index());
       }
     }
+  }
+
+  void WaitForHangup() {
+    hangup_->async_wait([this](const error_code& wait_ec, int) {
+      if (wait_ec || stopping_) return;
+      if (options_.auth_file.empty()) {
+        spdlog::info("received SIGHUP: no --auth-file to reload");
+      } else {
+        (void)ReloadAuth();  // logs the outcome; a bad file keeps the old table
+      }
+      WaitForHangup();
+    });
   }
 
   // The data directory's file system: the injected one, else the real one
@@ -280,8 +354,8 @@ class Node::Impl {
       return;
     }
     const bool admitted = service_.TryAddConnection();
-    auto connection =
-        std::make_shared<Connection>(target, service_, pool_, std::move(socket), !admitted);
+    auto connection = std::make_shared<Connection>(target, service_, pool_, std::move(socket),
+                                                   !admitted, tls_.get());
     asio::post(target.io(), [connection = std::move(connection)] { connection->Start(); });
     DoAccept();
   }
@@ -297,6 +371,7 @@ class Node::Impl {
       signals_->cancel(ec);
       signals_->clear(ec);  // a second signal now has its default effect
     }
+    if (hangup_) hangup_->cancel(ec);
     spdlog::info("shutting down: no new connections; draining {} connection(s) (grace {} ms)",
                  service_.connections(), options_.shutdown_grace.count());
     for (auto& loop : loops_) {
@@ -316,11 +391,15 @@ class Node::Impl {
   Engine engine_;
   ClusterState cluster_;
   Service service_;
+  // The TLS context of every connection; null: plaintext. Declared before
+  // the loops so that it outlives the connections they hold.
+  std::shared_ptr<asio::ssl::context> tls_;
   std::vector<std::unique_ptr<Loop>> loops_;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards_;
   std::optional<tcp::acceptor> acceptor_;
   std::optional<asio::steady_timer> accept_backoff_;
   std::optional<asio::signal_set> signals_;
+  std::optional<asio::signal_set> hangup_;
   tcp::endpoint bound_;
   size_t next_loop_ = 0;
   bool stopping_ = false;  // loop 0 only
@@ -342,5 +421,6 @@ std::string Node::listen_address() const { return impl_->listen_address(); }
 void Node::Run() { impl_->Run(); }
 void Node::Stop() { impl_->RequestStop(); }
 Engine& Node::engine() { return impl_->engine(); }
+Status Node::ReloadAuth() { return impl_->ReloadAuth(); }
 
 }  // namespace tagcache::net

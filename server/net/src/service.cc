@@ -753,10 +753,10 @@ FrameResult Service::Finish(capnp::MallocMessageBuilder& mb, uint64_t id, size_t
   return result;
 }
 
-void Service::ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body,
+void Service::ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body, security::RoleSet granted,
                                 std::function<void(FrameResult)> done) {
   if (!durability_) {
-    done(ExecuteFrame(body));
+    done(ExecuteFrame(body, granted));
     return;
   }
   uint64_t id = 0;
@@ -774,6 +774,17 @@ void Service::ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body,
       return;
     }
     Request::Reader req = *parsed;
+    if (Status access = CheckAccess(req.which(), granted); !access.ok()) {
+      id = req.getId();
+      kind = KindOf(req);
+      capnp::MallocMessageBuilder mb(256);
+      auto resp = mb.initRoot<Response>();
+      resp.setId(id);
+      resp.setEpoch(cluster_.epoch());
+      SetError(resp, access);
+      done(Finish(mb, id, kind, access.code()));
+      return;
+    }
     switch (req.which()) {
       case Request::APPLY_EVENTS:
       case Request::LOAD_SNAPSHOT:
@@ -957,7 +968,7 @@ void Service::FillStats(Response::StatsReply::Builder out) {
   }
 }
 
-FrameResult Service::ExecuteFrame(kj::ArrayPtr<const capnp::word> body) {
+FrameResult Service::ExecuteFrame(kj::ArrayPtr<const capnp::word> body, security::RoleSet granted) {
   FrameResult result;
   uint64_t id = 0;
   StatusCode code = StatusCode::kInternal;
@@ -975,7 +986,13 @@ FrameResult Service::ExecuteFrame(kj::ArrayPtr<const capnp::word> body) {
     result.kind = KindOf(req);
     auto resp = mb.initRoot<Response>();
     resp.setId(id);
-    code = Execute(req, resp);
+    if (Status access = CheckAccess(req.which(), granted); !access.ok()) {
+      resp.setEpoch(cluster_.epoch());
+      SetError(resp, access);
+      code = access.code();
+    } else {
+      code = Execute(req, resp);
+    }
   } catch (const kj::Exception& e) {
     return MalformedResult(e);
   } catch (const std::exception& e) {  // e.g. bad_alloc outside Execute()

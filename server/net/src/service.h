@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "access.h"
 #include "cluster_state.h"
 #include "limit_stats.h"
 #include "memory_guard.h"
@@ -97,6 +98,8 @@ class Service {
   // (settled) map: after a move, and at start. Returns how many were dropped.
   size_t DropUnownedShards();
   const ServiceLimits& limits() const { return limits_; }
+  // The accepted tokens (disabled without an auth file).
+  Authenticator& auth() { return auth_; }
   RequestStats& loop_stats(size_t loop) { return *stats_[loop]; }
   size_t loop_count() const { return stats_.size(); }
   // Counts a limit's refusals. Thread-safe.
@@ -140,14 +143,17 @@ class Service {
   void FillHello(wire::Response::Builder resp) const;
 
   // Parses `body` (the request frame's body) and executes it into one
-  // response frame. Never throws. Called on worker threads.
-  FrameResult ExecuteFrame(kj::ArrayPtr<const capnp::word> body);
+  // response frame, or answers UNAUTHORIZED when `granted` (the
+  // connection's effective roles) lacks the role its kind needs. Never
+  // throws. Called on worker threads.
+  FrameResult ExecuteFrame(kj::ArrayPtr<const capnp::word> body, security::RoleSet granted);
 
   // ExecuteFrame that may finish later: on a durable node a write is logged
   // first and `done` runs (on a worker) once it is durable and applied; a
   // checkpoint runs on the durability's thread. Other requests call `done`
   // before returning. `body` need not outlive the call. Never throws.
-  void ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body,
+  // Access is checked as in ExecuteFrame, before anything is logged.
+  void ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body, security::RoleSet granted,
                          std::function<void(FrameResult)> done);
 
   // Makes writes go through `durability` (logged before they are applied
@@ -189,6 +195,7 @@ class Service {
   std::atomic<uint64_t> connections_{0};
   std::atomic<uint64_t> accepted_{0};
   mutable LimitCounters limit_counts_;
+  Authenticator auth_;
   durability::Durability* durability_ = nullptr;
   MemoryGuard* memory_ = nullptr;
 };

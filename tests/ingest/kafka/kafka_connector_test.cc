@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -26,6 +27,7 @@
 
 #include "integration/process.h"
 #include "tagcache/client/client.h"
+#include "tagcache/security/auth.h"
 
 namespace tagcache {
 namespace {
@@ -153,8 +155,8 @@ class KafkaConnectorTest : public ::testing::Test {
     return Eventually([&] { return Committed() == end; }, limit);
   }
 
-  void StartServer(uint16_t port = 0) {
-    server_ = ServerProcess::Start(TAGCACHE_SERVER_BIN, dir_.path(), port);
+  void StartServer(uint16_t port = 0, const std::vector<std::string>& args = {}) {
+    server_ = ServerProcess::Start(TAGCACHE_SERVER_BIN, dir_.path(), port, args);
     ASSERT_NE(server_, nullptr);
   }
 
@@ -182,9 +184,10 @@ class KafkaConnectorTest : public ::testing::Test {
     return connectors_.back().get();
   }
 
-  std::unique_ptr<Client> ConnectClient() {
+  std::unique_ptr<Client> ConnectClient(const std::string& token = "") {
     ClientOptions options;
     options.seeds = {server_->address()};
+    options.token = token;
     auto client = Client::Connect(options);
     EXPECT_TRUE(client.ok()) << client.status().ToString();
     return client.ok() ? std::move(client).value() : nullptr;
@@ -464,6 +467,30 @@ TEST_F(KafkaConnectorTest, ShutdownTimeoutLeavesUnacknowledgedEventsUncommitted)
       << Logs(connector);
 }
 
+// A node with an auth file: the connector's token (from --token-file)
+// needs the write role, and its writes land.
+TEST_F(KafkaConnectorTest, WritesWithItsToken) {
+  const std::string auth = dir_.path() + "/auth";
+  const std::string token_file = dir_.path() + "/kafka.token";
+  {
+    std::ofstream out(auth);
+    out << "write:" << security::HashTokenHex("kafka-writer") << "\n"
+        << "read:" << security::HashTokenHex("checker") << "\n";
+    std::ofstream tok(token_file);
+    tok << "kafka-writer\n";
+  }
+  StartServer(0, {"--auth-file", auth});
+  ChildProcess* connector =
+      StartConnector({"--commit-interval-ms", "200", "--token-file", token_file});
+  ASSERT_NE(connector, nullptr);
+  ProduceEvents(1, 20, "secured");
+  auto client = ConnectClient("checker");
+  ASSERT_NE(client, nullptr);
+  EXPECT_TRUE(Eventually([&] { return AllVisible(*client); }, milliseconds(20000)))
+      << Logs(connector);
+  EXPECT_EQ(connector->Terminate(milliseconds(20000)), 0) << Logs(connector);
+}
+
 TEST_F(KafkaConnectorTest, UsageErrorsExitWithTwo) {
   testing::RunResult r = testing::RunProgram(TAGCACHE_KAFKA_BIN, {"--group", "g"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
@@ -475,6 +502,14 @@ TEST_F(KafkaConnectorTest, UsageErrorsExitWithTwo) {
                                                kTopic, "-X", "no.such.property=1"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("no.such.property"), std::string::npos) << r.err;
+  r = testing::RunProgram(TAGCACHE_KAFKA_BIN,
+                          {"--brokers", bootstraps_, "--group", "g", "--topic", kTopic, "--tls"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--tls-ca"), std::string::npos) << r.err;
+  r = testing::RunProgram(TAGCACHE_KAFKA_BIN, {"--brokers", bootstraps_, "--group", "g", "--topic",
+                                               kTopic, "--token", "a", "--token-file", "/x"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("not both"), std::string::npos) << r.err;
 }
 
 }  // namespace

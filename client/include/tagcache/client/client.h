@@ -67,6 +67,22 @@ struct ClientOptions {
   // audience fan-outs (its shards are evaluated by their next replica) for
   // this long. Default: 2 s.
   std::chrono::milliseconds down_grace{2000};
+
+  // Credentials sent in every hello: a token listed in the nodes' auth
+  // files (docs/SECURITY.md). Empty: none, for nodes without --auth-file.
+  // Tools read it with ResolveToken (tagcache/client/credentials.h).
+  // Default: empty.
+  std::string token;
+
+  // TLS (1.2 or newer) to every node. Each node's certificate must chain to
+  // ca_file and name the host of the address the client uses for it (a DNS
+  // name, or an IP address in the subjectAltName). Default: off.
+  struct Tls {
+    bool enabled = false;
+    std::string ca_file;    // PEM; REQUIRED when enabled
+    std::string cert_file;  // client certificate, for nodes that require one (PEM)
+    std::string key_file;   // its private key; REQUIRED with cert_file
+  } tls;
 };
 
 // Per-call settings. Default: the ClientOptions values.

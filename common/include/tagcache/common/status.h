@@ -44,6 +44,9 @@ class [[nodiscard]] Status {
   }
   static Status Overloaded(std::string msg) { return {StatusCode::kOverloaded, std::move(msg)}; }
   static Status Internal(std::string msg) { return {StatusCode::kInternal, std::move(msg)}; }
+  static Status Unauthorized(std::string msg) {
+    return {StatusCode::kUnauthorized, std::move(msg)};
+  }
   static Status Incomplete(std::string msg) { return {StatusCode::kIncomplete, std::move(msg)}; }
   static Status IoError(std::string msg) { return {StatusCode::kIoError, std::move(msg)}; }
   static Status FutureTimestamp(std::string msg) {
@@ -64,6 +67,7 @@ class [[nodiscard]] Status {
   bool IsBadRequest() const { return code() == StatusCode::kBadRequest; }
   bool IsUnknownTag() const { return code() == StatusCode::kUnknownTag; }
   bool IsStaleSnapshot() const { return code() == StatusCode::kStaleSnapshot; }
+  bool IsUnauthorized() const { return code() == StatusCode::kUnauthorized; }
   bool IsIncomplete() const { return code() == StatusCode::kIncomplete; }
   bool IsFutureTimestamp() const { return code() == StatusCode::kFutureTimestamp; }
 

@@ -81,7 +81,8 @@ struct NodeOptions {
   // Over this resident memory, writes are refused with OVERLOADED and reads
   // keep working. 0: no limit. Default: 0.
   uint64_t max_memory_bytes = 0;
-  // When true, SIGINT and SIGTERM call Stop(). Default: false (tests).
+  // When true, SIGINT and SIGTERM call Stop() and SIGHUP calls
+  // ReloadAuth(). Default: false (tests).
   bool stop_on_signals = false;
   // Prometheus text endpoint (GET /metrics over HTTP/1.1, docs/OPERATIONS.md),
   // served on a thread of its own. Empty host: no endpoint. Port 0 picks a
@@ -92,6 +93,21 @@ struct NodeOptions {
   // outside the node (the repair loop of tagcache-server). Called on the
   // metrics thread; must be thread-safe. Default: none.
   std::function<std::string()> extra_metrics;
+
+  // Security (docs/SECURITY.md).
+  // File of accepted tokens, `ROLE:SHA256HEX` a line (tagcache/security/auth.h).
+  // Empty: no authentication; every client may do everything, so the node
+  // then listens on loopback only (see insecure_listen_any). Default: empty.
+  std::string auth_file;
+  // Without auth_file, a non-loopback listen_host is replaced by 127.0.0.1
+  // (::1 for IPv6) unless this is true. Default: false.
+  bool insecure_listen_any = false;
+  // TLS (1.2+): the node's PEM certificate chain and key; both or neither.
+  // With tls_client_ca_file, clients must present a certificate signed by
+  // that CA. Default: empty (plaintext).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
 };
 
 // A node owns its Engine, its event loops, the listening socket and the
@@ -135,6 +151,13 @@ class Node {
 
   // The node's engine (thread-safe; tests and tools may write to it directly).
   Engine& engine();
+
+  // Re-reads auth_file. On success the new table applies to new
+  // connections and to each open connection's next request (a token no
+  // longer listed is refused and its connection closed). On failure (the
+  // error names file:line) the old table stays. BAD_REQUEST when the node
+  // runs without an auth file. Thread-safe. REQUIRES: Start() succeeded.
+  Status ReloadAuth();
 
  private:
   class Impl;
