@@ -110,7 +110,7 @@ case "$cmd" in
       [ -d fuzz/regressions/"$t" ] && cp -r fuzz/regressions/"$t"/. "$run_dir/$t/corpus/"
       export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
       if ./build/fuzz/fuzz/fuzz_"$t" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \
-          -max_len=65536 -jobs=1 -workers=1 -print_final_stats=1 \
+          -max_len=65536 -print_final_stats=1 \
           -artifact_prefix="$run_dir/$t/artifacts/" "$run_dir/$t/corpus" >"$run_dir/$t/log" 2>&1; then
         echo "==> $t: ok ($(grep -o 'cov: [0-9]*' "$run_dir/$t/log" | tail -1),$(grep -o 'exec/s: [0-9]*' "$run_dir/$t/log" | tail -1 | sed 's/^/ /'))"
       else

@@ -76,7 +76,8 @@ class StreamDriver {
       if (!header.ok()) return;  // RejectMalformed: the connection closes
       const size_t body_bytes = header->body_bytes;
       if (size - protocol::kFrameHeaderBytes < body_bytes) return;  // waits for the rest
-      body_.assign(body_bytes / sizeof(capnp::word), capnp::word{});
+      // Aligned, as Cap'n Proto requires (the connection copies too).
+      body_ = protocol::FrameBody(static_cast<uint32_t>(body_bytes));
       std::memcpy(body_.data(), data + protocol::kFrameHeaderBytes, body_bytes);
       data += protocol::kFrameHeaderBytes + body_bytes;
       size -= protocol::kFrameHeaderBytes + body_bytes;
@@ -89,7 +90,7 @@ class StreamDriver {
  private:
   // False when the connection would close.
   bool HandleFrame() {
-    kj::ArrayPtr<const capnp::word> words(body_.data(), body_.size());
+    kj::ArrayPtr<const capnp::word> words = body_.words();
     try {
       net::RequestReader reader(words);
       Result<wire::Request::Reader> parsed = reader.Parse();
@@ -130,7 +131,7 @@ class StreamDriver {
   net::Service& service_;
   bool hello_done_ = false;
   uint32_t max_frame_bytes_ = protocol::kPreHelloMaxFrameBytes;
-  std::vector<capnp::word> body_;
+  protocol::FrameBody body_;
   std::vector<uint8_t> out_;
 };
 
