@@ -26,8 +26,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::MemoryFileSystem fs;
   const std::string path = storage::CheckpointPath("/data", 1);
   fs.Put(path, file);
-  Engine engine(fuzz::SmallEngineOptions());
-  Result<storage::CheckpointLoadReport> report = storage::LoadCheckpoint(fs, path, engine, 1);
+  static fuzz::ReusableEngine engines;
+  Result<storage::CheckpointLoadReport> report =
+      storage::LoadCheckpoint(fs, path, engines.Get(), 1);
+  engines.Done();
   if (!report.ok() && report.status().message().find(path) == std::string::npos) std::abort();
   return 0;
 }

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -64,9 +65,30 @@ void CheckResponses(const std::vector<uint8_t>& out, bool verbose) {
   }
 }
 
+// The node: a fresh engine per input, so that every input replays alone.
+// An engine starts a thread, which costs milliseconds under ASan: it is made
+// only once a frame header is valid (most mutations fail before).
+struct FuzzNode {
+  FuzzNode()
+      : engine(SmallEngineOptions()),
+        cluster(nullptr, "", engine.shard_bits()),
+        service(engine, cluster, Limits(), "fuzz-node", 1) {}
+  static net::ServiceLimits Limits() {
+    net::ServiceLimits limits;
+    limits.max_frame_bytes = kMaxFrameBytes;
+    limits.max_inflight = 1;
+    limits.max_output_bytes = size_t{1} << 20;
+    limits.max_connections = 1;
+    return limits;
+  }
+  Engine engine;
+  net::ClusterState cluster;
+  net::Service service;
+};
+
 class StreamDriver {
  public:
-  explicit StreamDriver(net::Service& service) : service_(service) {}
+  StreamDriver() = default;
 
   // Handles the frames in `data`; stops where the connection would close
   // (a malformed frame, a refused hello) or wait for more bytes.
@@ -76,6 +98,7 @@ class StreamDriver {
       if (!header.ok()) return;  // RejectMalformed: the connection closes
       const size_t body_bytes = header->body_bytes;
       if (size - protocol::kFrameHeaderBytes < body_bytes) return;  // waits for the rest
+      if (!node_) node_ = std::make_unique<FuzzNode>();
       // Aligned, as Cap'n Proto requires (the connection copies too).
       body_ = protocol::FrameBody(static_cast<uint32_t>(body_bytes));
       std::memcpy(body_.data(), data + protocol::kFrameHeaderBytes, body_bytes);
@@ -101,11 +124,11 @@ class StreamDriver {
         capnp::MallocMessageBuilder mb;
         auto resp = mb.initRoot<wire::Response>();
         resp.setId(req.getId());
-        (void)service_.Execute(req, resp);
-        (void)service_.AppendResponse(mb, req.getId(), out_);
+        (void)node_->service.Execute(req, resp);
+        (void)node_->service.AppendResponse(mb, req.getId(), out_);
         return true;
       }
-      net::FrameResult result = service_.ExecuteFrame(words);
+      net::FrameResult result = node_->service.ExecuteFrame(words);
       out_.insert(out_.end(), result.frame.begin(), result.frame.end());
       return !result.malformed;
     } catch (const kj::Exception&) {
@@ -119,16 +142,16 @@ class StreamDriver {
     if (req.which() != wire::Request::HELLO) return false;
     if (req.getHello().getVersion() != protocol::kProtocolVersion) return false;
     hello_done_ = true;
-    max_frame_bytes_ = service_.limits().max_frame_bytes;
+    max_frame_bytes_ = node_->service.limits().max_frame_bytes;
     capnp::MallocMessageBuilder mb;
     auto resp = mb.initRoot<wire::Response>();
     resp.setId(req.getId());
-    service_.FillHello(resp);
+    node_->service.FillHello(resp);
     protocol::AppendFrame(mb, out_);
     return true;
   }
 
-  net::Service& service_;
+  std::unique_ptr<FuzzNode> node_;
   bool hello_done_ = false;
   uint32_t max_frame_bytes_ = protocol::kPreHelloMaxFrameBytes;
   protocol::FrameBody body_;
@@ -141,15 +164,7 @@ class StreamDriver {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace tagcache;
   fuzz::SilenceLogsUnlessVerbose();
-  Engine engine(fuzz::SmallEngineOptions());
-  net::ClusterState cluster(nullptr, "", engine.shard_bits());
-  net::ServiceLimits limits;
-  limits.max_frame_bytes = fuzz::kMaxFrameBytes;
-  limits.max_inflight = 1;
-  limits.max_output_bytes = size_t{1} << 20;
-  limits.max_connections = 1;
-  net::Service service(engine, cluster, limits, "fuzz-node", 1);
-  fuzz::StreamDriver driver(service);
+  fuzz::StreamDriver driver;
   driver.Run(data, size);
   static const bool verbose = std::getenv("TAGCACHE_FUZZ_VERBOSE") != nullptr;
   fuzz::CheckResponses(driver.output(), verbose);

@@ -23,6 +23,17 @@ EngineOptions SmallEngineOptions() {
   return options;
 }
 
+Engine& ReusableEngine::Get() {
+  if (!engine_) engine_ = std::make_unique<Engine>(SmallEngineOptions());
+  return *engine_;
+}
+
+void ReusableEngine::Done() {
+  if (engine_ && (!engine_->ShardIds().empty() || !engine_->ExportTags().empty())) {
+    engine_.reset();
+  }
+}
+
 size_t AppendChunksAsRecords(std::string_view bytes, std::string& out) {
   size_t records = 0;
   while (bytes.size() >= 3) {

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -23,6 +24,21 @@ inline constexpr uint64_t kFuzzNowMs = 1'750'000'000'000;
 // Options for an engine small enough to build per input: the smallest shard
 // (2^8 users), queries on the calling thread, a fixed clock.
 EngineOptions SmallEngineOptions();
+
+// An engine made with SmallEngineOptions() that is reused while it stays
+// empty: an engine starts a thread, which costs milliseconds under ASan, and
+// most mutated inputs are refused before anything reaches the engine. An
+// empty engine behaves as a fresh one, so every input still replays alone.
+class ReusableEngine {
+ public:
+  // The engine for one input (an empty one).
+  Engine& Get();
+  // Call after each input: drops the engine if the input left state in it.
+  void Done();
+
+ private:
+  std::unique_ptr<Engine> engine_;
+};
 
 // Reads `bytes` as chunks [u8 type][u16 length, little-endian][payload] (a
 // short last chunk takes what is left) and appends each as a framed,
