@@ -107,7 +107,7 @@ case "$cmd" in
       # A scratch copy of the seeds: what the fuzzer learns does not grow the committed corpus.
       mkdir -p "$run_dir/$t/corpus" "$run_dir/$t/artifacts"
       cp -r fuzz/corpus/"$t"/. "$run_dir/$t/corpus/"
-      [ -d fuzz/regressions/"$t" ] && cp -r fuzz/regressions/"$t"/. "$run_dir/$t/corpus/"
+      if [ -d fuzz/regressions/"$t" ]; then cp -r fuzz/regressions/"$t"/. "$run_dir/$t/corpus/"; fi
       export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
       if ./build/fuzz/fuzz/fuzz_"$t" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 \
           -max_len=65536 -print_final_stats=1 \
