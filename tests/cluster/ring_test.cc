@@ -140,6 +140,15 @@ TEST(RingTest, BadMapsAreRefusedWithAReason) {
        "appears twice"},
       {"bad id", [](ClusterMap& m) { m.nodes[0].id = "a b"; }, "bad node id"},
       {"bad address", [](ClusterMap& m) { m.nodes[0].address = "nohost"; }, "bad address"},
+      // Found by fuzz/map_codec: a NUL passed, and the map's encoding then
+      // cut the address at it (regressions/map_codec/address-with-nul).
+      {"NUL in address", [](ClusterMap& m) { m.nodes[0].address = std::string("\0[::1]:7", 8); },
+       "bad address '?[::1]:7'"},
+      {"space in address", [](ClusterMap& m) { m.nodes[0].address = "host name:1"; },
+       "bad address"},
+      {"long address",
+       [](ClusterMap& m) { m.nodes[0].address = std::string(kMaxAddressBytes - 1, 'h') + ":1"; },
+       "at most 261 bytes"},
       {"replicas > nodes", [](ClusterMap& m) { m.replicas = 4; }, "replicas"},
       {"replicas 0", [](ClusterMap& m) { m.replicas = 0; }, "replicas"},
       {"vnodes 0", [](ClusterMap& m) { m.vnodes = 0; }, "vnodes"},
@@ -152,6 +161,23 @@ TEST(RingTest, BadMapsAreRefusedWithAReason) {
     Status s = ValidateMap(map);
     EXPECT_TRUE(s.IsBadRequest()) << c.what;
     EXPECT_NE(s.message().find(c.expect), std::string::npos) << c.what << ": " << s.message();
+  }
+}
+
+TEST(RingTest, LongestAddressIsAccepted) {
+  ClusterMap map = MapOf(3, 2);
+  map.nodes[0].address = std::string(kMaxAddressBytes - 2, 'h') + ":1";
+  EXPECT_TRUE(ValidateMap(map).ok());
+}
+
+TEST(MapCodecTest, FileWithABadOwnNodeIdIsRefused) {
+  ClusterMap map = MapOf(3, 2);
+  map.epoch = 2;
+  for (std::string id : {std::string("a b"), std::string("n1\0x", 4), std::string(65, 'n')}) {
+    Result<MapFile> back = DecodeMapFile(EncodeMapFile(MapFile{map, id}));
+    ASSERT_FALSE(back.ok()) << id;
+    EXPECT_TRUE(back.status().IsBadRequest());
+    EXPECT_NE(back.status().message().find("not a valid node id"), std::string::npos);
   }
 }
 

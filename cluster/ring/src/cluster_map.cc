@@ -12,17 +12,31 @@ namespace {
 
 constexpr size_t kMaxNodeIdBytes = 64;
 
+bool IsPrintable(char c) { return c > ' ' && c < 0x7f; }
+
+// `text` for an error message: at most 80 bytes, other bytes than printable
+// ASCII shown as '?' (it came from a client or a file).
+std::string Quoted(std::string_view text) {
+  std::string out = "'";
+  for (char c : text.substr(0, 80)) out.push_back(IsPrintable(c) ? c : '?');
+  if (text.size() > 80) out += "...";
+  return out + "'";
+}
+
 Status CheckNodes(const std::vector<NodeInfo>& nodes, const char* which) {
   std::set<std::string_view> ids, addresses;
   for (const NodeInfo& n : nodes) {
-    // Node ids follow the tag-name alphabet: safe in file names, logs and CLI arguments.
-    if (n.id.size() > kMaxNodeIdBytes || !IsValidTagName(n.id)) {
-      return Status::BadRequest(std::string(which) + ": bad node id '" + n.id +
-                                "' (1-64 bytes of [A-Za-z0-9_.:-])");
+    if (!IsValidNodeId(n.id)) {
+      return Status::BadRequest(std::string(which) + ": bad node id " + Quoted(n.id) +
+                                " (1-64 bytes of [A-Za-z0-9_.:-])");
     }
-    if (n.address.empty() || n.address.find(':') == std::string::npos) {
-      return Status::BadRequest(std::string(which) + ": node " + n.id + " has a bad address '" +
-                                n.address + "' (expected host:port)");
+    // Addresses go into logs, files and resolvers: a NUL or control byte
+    // would also not survive the map's own encoding.
+    if (!IsValidNodeAddress(n.address)) {
+      return Status::BadRequest(std::string(which) + ": node " + n.id + " has a bad address " +
+                                Quoted(n.address) + " (expected host:port, at most " +
+                                std::to_string(kMaxAddressBytes) +
+                                " bytes of printable ASCII without spaces)");
     }
     if (!ids.insert(n.id).second) {
       return Status::BadRequest(std::string(which) + ": node id " + n.id + " appears twice");
@@ -35,6 +49,16 @@ Status CheckNodes(const std::vector<NodeInfo>& nodes, const char* which) {
 }
 
 }  // namespace
+
+bool IsValidNodeId(std::string_view id) {
+  return id.size() <= kMaxNodeIdBytes && IsValidTagName(id);
+}
+
+bool IsValidNodeAddress(std::string_view address) {
+  return !address.empty() && address.size() <= kMaxAddressBytes &&
+         address.find(':') != std::string_view::npos &&
+         std::all_of(address.begin(), address.end(), IsPrintable);
+}
 
 uint64_t ShardHash(uint64_t shard) {
   unsigned char bytes[8];

@@ -17,12 +17,14 @@ constexpr size_t kHeaderBytes = kMagic.size() + 8;
 constexpr size_t kMaxFileBytes = size_t{4} << 20;
 
 std::string_view View(capnp::Text::Reader t) { return {t.begin(), t.size()}; }
+// Exactly `s`'s bytes (not up to a first NUL).
+capnp::Text::Reader TextOf(const std::string& s) { return {s.data(), s.size()}; }
 
 void WriteNodes(const std::vector<NodeInfo>& nodes,
                 capnp::List<wire::ClusterNode>::Builder out) {
   for (unsigned i = 0; i < nodes.size(); ++i) {
-    out[i].setId(nodes[i].id);
-    out[i].setAddress(nodes[i].address);
+    out[i].setId(TextOf(nodes[i].id));
+    out[i].setAddress(TextOf(nodes[i].address));
   }
 }
 
@@ -68,7 +70,7 @@ std::string EncodeMapFile(const MapFile& file) {
   capnp::MallocMessageBuilder mb;
   auto root = mb.initRoot<wire::Response::ClusterMapReply>();
   WriteMap(file.map, root.initMap());
-  root.setNodeId(file.node_id);
+  root.setNodeId(TextOf(file.node_id));
   kj::Array<capnp::word> words = capnp::messageToFlatArray(mb);
   auto bytes = words.asBytes();
   std::string out(kMagic);
@@ -102,7 +104,11 @@ Result<MapFile> DecodeMapFile(std::string_view bytes) {
     auto root = reader.getRoot<wire::Response::ClusterMapReply>();
     Result<ClusterMap> map = ReadMap(root.getMap());
     if (!map.ok()) return map.status();
-    return MapFile{std::move(*map), std::string(View(root.getNodeId()))};
+    std::string node_id(View(root.getNodeId()));
+    if (!IsValidNodeId(node_id)) {
+      return Status::BadRequest("cluster map file: the node's own id is not a valid node id");
+    }
+    return MapFile{std::move(*map), std::move(node_id)};
   } catch (const kj::Exception& e) {
     return Status::IoError(std::string("cluster map file: malformed: ") +
                            e.getDescription().cStr());

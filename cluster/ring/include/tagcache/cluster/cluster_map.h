@@ -26,11 +26,22 @@ inline constexpr uint64_t kRingSeed = 0x7467636163686531ULL;
 inline constexpr int kMaxReplicas = 8;
 inline constexpr int kMaxVnodes = 4096;
 inline constexpr size_t kMaxNodes = 1024;
+// Longest node address: a 253-byte host name, or a bracketed IPv6 address,
+// and ":65535".
+inline constexpr size_t kMaxAddressBytes = 261;
 
 struct NodeInfo {
   std::string id;       // stable, chosen by the operator: 1-64 bytes of [A-Za-z0-9_.:-]
   std::string address;  // "host:port" clients and peers reach it at
 };
+
+// 1-64 bytes of [A-Za-z0-9_.:-] (the tag-name alphabet: safe in file names,
+// logs and CLI arguments).
+bool IsValidNodeId(std::string_view id);
+// "host:port": 1-kMaxAddressBytes bytes of printable ASCII without spaces
+// (no control bytes, no NUL), with a ':' in it. The port is checked when the
+// address is resolved.
+bool IsValidNodeAddress(std::string_view address);
 
 struct ClusterMap {
   uint64_t epoch = 0;  // bumped by every change; 0 = no map (a standalone node)
