@@ -6,6 +6,7 @@
 #   bench/run-comparison.sh [--users N] [--tags T] [--scale] [--duration S]
 #       [--warmup S] [--connections C] [--depth D] [--rate R] [--durability]
 #       [--dir DIR] [--out FILE] [--bin-dir BUILD_DIR] [--keep-data] [--smoke]
+#       [--audience-only]
 #
 # 1. Builds tagcache-server, tagctl and tagbench in Release (build/release),
 #    unless --bin-dir names a build directory that has them.
@@ -20,6 +21,9 @@
 #    writes a markdown report (machine, dataset, commands, load, memory,
 #    one row per workload and op) to --out (default DIR/comparison.md) and
 #    stdout. Every process started here is stopped by its pid.
+# With --audience-only (for --scale: 10^8 users' per-user sets do not fit
+# in RAM next to everything else), Redis gets only the per-tag bitmaps and
+# only the count and top_tags workloads run.
 # With --smoke, exits 1 unless every op of every run had a nonzero
 # throughput and no errors on both targets, and redis-server must exist.
 set -euo pipefail
@@ -27,8 +31,8 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 USERS=10000000; TAGS=200; DURATION=10; WARMUP=2; CONNECTIONS=32; DEPTH=16; RATE=50000
-EVENTS=1000000; SEED=1; DIR=/tmp/tagcache-comparison; OUT=""; BIN_DIR=""; KEEP=0; SMOKE=0; DURABLE=0
-usage() { sed -n '6,9p' "$0" >&2; exit 2; }
+EVENTS=1000000; SEED=1; DIR=/tmp/tagcache-comparison; OUT=""; BIN_DIR=""; KEEP=0; SMOKE=0; DURABLE=0; AUDIENCE_ONLY=0
+usage() { sed -n '6,10p' "$0" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --users) USERS=$2; shift 2 ;;
@@ -47,6 +51,7 @@ while [ $# -gt 0 ]; do
     --bin-dir) BIN_DIR=$2; shift 2 ;;
     --keep-data) KEEP=1; shift ;;
     --smoke) SMOKE=1; shift ;;
+    --audience-only) AUDIENCE_ONLY=1; shift ;;
     *) usage ;;
   esac
 done
@@ -103,6 +108,7 @@ free_port() {
 echo "==> tagbench gen: $USERS users x $TAGS tags, $EVENTS events ($DIR/data)" >&2
 GEN_CMD=("$TAGBENCH" gen --dir "$DIR/data" --users "$USERS" --tags "$TAGS" --events "$EVENTS" --seed "$SEED" --redis-resp)
 [ "$SMOKE" = 1 ] && GEN_CMD+=(--min-density 0.001)
+[ "$AUDIENCE_ONLY" = 1 ] && GEN_CMD+=(--redis-audience-only)
 "${GEN_CMD[@]}" | tee "$DIR/gen.txt" >&2
 SNAP_TS=$(json_field "$DIR/data/dataset.json" snapshot_ts)
 ASSIGN=$(json_field "$DIR/data/dataset.json" final_assignments)
@@ -153,7 +159,9 @@ sleep 2
 
 echo "==> tagbench verify: both targets must answer alike" >&2
 VERIFY_OPS=$([ "$SMOKE" = 1 ] && echo 30 || echo 20)
-"$TAGBENCH" verify --dataset "$DIR/data" --target "$NODE" --target "$REDIS" --ops "$VERIFY_OPS" | tee "$DIR/verify.txt" >&2
+VERIFY_ARGS=()
+[ "$AUDIENCE_ONLY" = 1 ] && VERIFY_ARGS+=(--audience-only)
+"$TAGBENCH" verify --dataset "$DIR/data" --target "$NODE" --target "$REDIS" --ops "$VERIFY_OPS" "${VERIFY_ARGS[@]}" | tee "$DIR/verify.txt" >&2
 
 # ---- 3. workloads ----------------------------------------------------------------
 # name | tagbench run arguments. Audience queries run with few concurrent
@@ -172,6 +180,9 @@ WORKLOADS=(
   "mixed|-w mixed -c $C -d $D"
   "update|-w update -c $C -d $D"
 )
+if [ "$AUDIENCE_ONLY" = 1 ]; then
+  WORKLOADS=("${WORKLOADS[5]}" "${WORKLOADS[6]}" "${WORKLOADS[7]}")
+fi
 RUN_CMDS=()
 FAILED=0
 for w in "${WORKLOADS[@]}"; do
@@ -189,10 +200,11 @@ done
 # ---- 4. report -------------------------------------------------------------------
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
 MEM=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
-TC_RSS=$(json_field "$R/lookup.tagcache.json" memory_rss_bytes)
-TC_DATA=$(json_field "$R/lookup.tagcache.json" memory_data_bytes)
-RD_USED=$(json_field "$R/lookup.redis.json" memory_data_bytes)
-RD_RSS=$(json_field "$R/lookup.redis.json" memory_rss_bytes)
+FIRST=${WORKLOADS[0]%%|*}
+TC_RSS=$(json_field "$R/$FIRST.tagcache.json" memory_rss_bytes)
+TC_DATA=$(json_field "$R/$FIRST.tagcache.json" memory_data_bytes)
+RD_USED=$(json_field "$R/$FIRST.redis.json" memory_data_bytes)
+RD_RSS=$(json_field "$R/$FIRST.redis.json" memory_rss_bytes)
 per() { awk "BEGIN { if ($2 > 0) printf \"%.2f\", $1 / $2; else print \"-\" }"; }
 mb() { awk "BEGIN { printf \"%.1f\", $1 / 1000000 }"; }
 {
@@ -200,6 +212,7 @@ mb() { awk "BEGIN { printf \"%.1f\", $1 / 1000000 }"; }
   echo
   echo "- machine: $(nproc) cores ($CPU), $MEM RAM, Linux $(uname -r); both servers and tagbench on it; load average before the runs: $LOADAVG"
   echo "- build: ${BUILD_TYPE:-unknown}; $(redis-server --version | cut -d' ' -f1-3); durability: $([ "$DURABLE" = 1 ] && echo 'tagcache --fsync batch, Redis appendonly everysec' || echo 'off (tagcache RAM only, Redis --save "" --appendonly no)')"
+  [ "$AUDIENCE_ONLY" = 1 ] && echo "- audience-only run: Redis holds only the per-tag bitmaps (no per-user sets), so its memory is not the two-query layout"
   echo "- dataset: $(head -1 "$DIR/gen.txt" | sed 's/^dataset [^:]*: //'); $ASSIGN assignments after the events (seed $SEED)"
   echo
   echo "| load and memory | tagcache | Redis | Redis / tagcache |"
@@ -213,7 +226,8 @@ mb() { awk "BEGIN { printf \"%.1f\", $1 / 1000000 }"; }
     name=${w%%|*}
     [ -f "$R/$name.tagcache.json" ] && [ -f "$R/$name.redis.json" ] || continue
     if [ "$first" = 1 ]; then
-      "$TAGBENCH" compare --markdown "$R/$name.tagcache.json" "$R/$name.redis.json" | sed "s/^| lookup |/| $name |/"
+      "$TAGBENCH" compare --markdown "$R/$name.tagcache.json" "$R/$name.redis.json" \
+        | awk -v n="$name" 'NR <= 2 { print; next } { sub(/^\| [^|]* \|/, "| " n " |"); print }'
       first=0
     else
       "$TAGBENCH" compare --markdown "$R/$name.tagcache.json" "$R/$name.redis.json" | tail -n +3 \
@@ -227,9 +241,9 @@ mb() { awk "BEGIN { printf \"%.1f\", $1 / 1000000 }"; }
   echo "Commands:"
   echo
   echo '```sh'
-  echo "bench/run-comparison.sh --users $USERS --tags $TAGS --events $EVENTS --duration $DURATION --warmup $WARMUP --connections $C --depth $D --rate $RATE$([ "$DURABLE" = 1 ] && echo ' --durability')$([ "$SMOKE" = 1 ] && echo ' --smoke')"
+  echo "bench/run-comparison.sh --users $USERS --tags $TAGS --events $EVENTS --duration $DURATION --warmup $WARMUP --connections $C --depth $D --rate $RATE$([ "$DURABLE" = 1 ] && echo ' --durability')$([ "$SMOKE" = 1 ] && echo ' --smoke')$([ "$AUDIENCE_ONLY" = 1 ] && echo ' --audience-only')"
   echo "# which runs:"
-  echo "tagbench gen --dir DATA --users $USERS --tags $TAGS --events $EVENTS --seed $SEED --redis-resp"
+  echo "tagbench gen --dir DATA --users $USERS --tags $TAGS --events $EVENTS --seed $SEED --redis-resp$([ "$AUDIENCE_ONLY" = 1 ] && echo ' --redis-audience-only')"
   echo "tagctl load DATA/snapshot.csv --ts $SNAP_TS && tagctl stream DATA/events.ndjson"
   echo "redis-cli --pipe < DATA/redis.resp"
   for c in "${RUN_CMDS[@]}"; do echo "$c"; done

@@ -311,7 +311,7 @@ Result<Manifest> GenerateDataset(const DatasetSpec& spec, const std::string& dir
     m.known_users += known ? 1 : 0;
 
     if (spec.redis) {
-      if (!fin.empty()) {
+      if (!fin.empty() && !spec.redis_audience_only) {
         user_key = "user:" + id;
         resp.ArrayHeader(fin.size() + 2);
         resp.Bulk("SADD");

@@ -38,6 +38,10 @@ struct DatasetSpec {
   uint64_t seed = 42;
   bool roaring = false;  // also write roaring/<tag>.roaring
   bool redis = false;    // also write redis.resp
+  // redis.resp without the per-user sets: only the per-tag (and known)
+  // bitmaps that audience queries use. For count/top_tags runs at 10^8
+  // users, where Redis' per-user sets would not fit in RAM.
+  bool redis_audience_only = false;
 };
 
 // BAD_REQUEST naming the first invalid field.

@@ -75,6 +75,8 @@ int main(int argc, char** argv) {
   gen->add_option("--seed", spec.seed, "seed")->capture_default_str();
   gen->add_flag("--roaring", spec.roaring, "also write roaring/<tag>.roaring");
   gen->add_flag("--redis-resp", spec.redis, "also write redis.resp (redis-cli --pipe)");
+  gen->add_flag("--redis-audience-only", spec.redis_audience_only,
+                "redis.resp without per-user sets (count/top_tags runs at 10^8 users)");
 
   // ---- run
   std::string dataset, target_url, workload = "lookup", json_path, terms = "1-6";
@@ -120,6 +122,9 @@ int main(int argc, char** argv) {
   verify->add_option("--dataset", dataset, "directory written by tagbench gen")->required();
   verify->add_option("--target", verify_targets, "two target URLs")->required()->expected(2);
   verify->add_option("--ops", verify_ops, "ops per kind")->capture_default_str();
+  bool verify_audience_only = false;
+  verify->add_flag("--audience-only", verify_audience_only,
+                   "only count and top_tags (Redis loaded with gen --redis-audience-only)");
   verify->add_option("--seed", run.seed, "seed")->capture_default_str();
   client::AddCredentialFlags(*verify, credentials);
 
@@ -166,7 +171,8 @@ int main(int argc, char** argv) {
       if (!a.ok()) return Fail(a.status());
       auto b = tb::OpenTarget(verify_targets[1], *m, 1, 1, credentials);
       if (!b.ok()) return Fail(b.status());
-      auto v = tb::CrossCheck(**a, **b, *m, run.workload, verify_ops, run.seed);
+      auto v = tb::CrossCheck(**a, **b, *m, run.workload, verify_ops, run.seed,
+                              verify_audience_only);
       if (!v.ok()) return Fail(v.status());
       std::printf("verify: %llu ops compared, %llu mismatches\n",
                   static_cast<unsigned long long>(v->compared),

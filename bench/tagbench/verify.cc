@@ -1,5 +1,7 @@
 #include "tagbench/verify.h"
 
+#include <span>
+
 #include "tagbench/op_mix.h"
 
 namespace tagcache::tagbench {
@@ -46,7 +48,7 @@ std::string DescribeOp(const Op& op) {
 
 Result<VerifyResult> CrossCheck(Target& a, Target& b, const Manifest& manifest,
                                 const WorkloadOptions& workload, uint64_t ops_per_kind,
-                                uint64_t seed) {
+                                uint64_t seed, bool audience_only) {
   SessionOptions so;
   so.keep_answers = true;
   so.index = 9999;  // temp keys apart from any running workload's
@@ -57,8 +59,12 @@ Result<VerifyResult> CrossCheck(Target& a, Target& b, const Manifest& manifest,
   Result<OpMix> mix = ResolveMix("lookup");
   OpGenerator gen(manifest, *mix, workload, seed);
   VerifyResult result;
-  const OpKind kinds[] = {OpKind::kGetTags, OpKind::kGetTagsHot, OpKind::kGetTagsBatch,
-                          OpKind::kHasTags, OpKind::kCount,      OpKind::kTopTags};
+  static constexpr OpKind kAllKinds[] = {OpKind::kGetTags, OpKind::kGetTagsHot,
+                                         OpKind::kGetTagsBatch, OpKind::kHasTags,
+                                         OpKind::kCount,   OpKind::kTopTags};
+  static constexpr OpKind kAudienceKinds[] = {OpKind::kCount, OpKind::kTopTags};
+  const std::span<const OpKind> kinds =
+      audience_only ? std::span<const OpKind>(kAudienceKinds) : std::span<const OpKind>(kAllKinds);
   for (OpKind kind : kinds) {
     for (uint64_t i = 0; i < ops_per_kind; ++i) {
       const Op op = gen.Make(kind);

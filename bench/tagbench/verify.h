@@ -21,11 +21,12 @@ struct VerifyResult {
 };
 
 // Sends `ops_per_kind` ops of each read kind, one at a time, to both
-// targets. Fails when a session cannot be opened or a target answers with
-// an error (named, with the op).
+// targets; with `audience_only`, only count and top_tags (a Redis loaded
+// without per-user sets). Fails when a session cannot be opened or a
+// target answers with an error (named, with the op).
 Result<VerifyResult> CrossCheck(Target& a, Target& b, const Manifest& manifest,
                                 const WorkloadOptions& workload, uint64_t ops_per_kind,
-                                uint64_t seed);
+                                uint64_t seed, bool audience_only = false);
 
 // "get_tags user 42" / "count a & b - c": an op for messages.
 std::string DescribeOp(const Op& op);

@@ -374,6 +374,44 @@ TEST(DatasetTest, RedisImageIsTheMergedStateOfSnapshotAndEvents) {
   EXPECT_EQ(m->known_users, known.size());
 }
 
+// The audience-only image (for 10^8-user runs) is the full image minus
+// the per-user sets: the same bitmap commands, in the same order.
+TEST(DatasetTest, AudienceOnlyRedisImageKeepsTheBitmapsAndDropsTheSets) {
+  auto commands = [](const std::string& resp, size_t* sadds) {
+    std::vector<std::vector<std::string>> out;
+    redisReader* reader = redisReaderCreate();
+    EXPECT_EQ(redisReaderFeed(reader, resp.data(), resp.size()), REDIS_OK);
+    void* raw = nullptr;
+    while (redisReaderGetReply(reader, &raw) == REDIS_OK && raw != nullptr) {
+      redisReply* r = static_cast<redisReply*>(raw);
+      std::vector<std::string> cmd;
+      for (size_t i = 0; i < r->elements; ++i)
+        cmd.emplace_back(r->element[i]->str, r->element[i]->len);
+      freeReplyObject(r);
+      if (!cmd.empty() && cmd[0] == "SADD") {
+        ++*sadds;
+      } else {
+        out.push_back(std::move(cmd));
+      }
+    }
+    redisReaderFree(reader);
+    return out;
+  };
+  ScopedTempDir full_dir("tagbench-full");
+  ScopedTempDir audience_dir("tagbench-audience");
+  DatasetSpec spec = SmallSpec();
+  ASSERT_TRUE(GenerateDataset(spec, full_dir.path()).ok());
+  spec.redis_audience_only = true;
+  ASSERT_TRUE(GenerateDataset(spec, audience_dir.path()).ok());
+  size_t full_sadds = 0, audience_sadds = 0;
+  const auto full = commands(Slurp(full_dir / "redis.resp"), &full_sadds);
+  const auto audience = commands(Slurp(audience_dir / "redis.resp"), &audience_sadds);
+  EXPECT_GT(full_sadds, 0u);
+  EXPECT_EQ(audience_sadds, 0u);
+  EXPECT_FALSE(audience.empty());
+  EXPECT_EQ(audience, full);
+}
+
 TEST(DatasetTest, BadSpecsAreRefusedByName) {
   ScopedTempDir dir("tagbench");
   DatasetSpec s = SmallSpec();
