@@ -111,6 +111,11 @@ int main(int argc, char** argv) {
   runc->add_flag("--progress", progress_flag,
                  "live progress line on stderr (default: only on a terminal)");
   runc->add_flag("--quiet", quiet, "no table on stdout");
+  int tagcache_clients = 2;
+  runc->add_option("--tagcache-clients", tagcache_clients,
+                   "tagcache targets: client instances (one I/O thread each) the connections "
+                   "are split over")
+      ->capture_default_str();
   client::CredentialFlags credentials;  // tagcache targets only
   client::AddCredentialFlags(*runc, credentials);
 
@@ -187,7 +192,8 @@ int main(int argc, char** argv) {
     if (!mix.ok()) return Fail(mix.status());
     run.mix = *mix;
     if (tagcache::Status s = tb::ValidateRun(run); !s.ok()) return Fail(s);
-    auto target = tb::OpenTarget(target_url, *m, run.connections, run.depth, credentials);
+    auto target = tb::OpenTarget(target_url, *m, run.connections, run.depth, credentials,
+                                 tagcache_clients);
     if (!target.ok()) return Fail(target.status());
     const bool show = progress_flag || ::isatty(STDERR_FILENO);
     const std::string who = (*target)->Kind();

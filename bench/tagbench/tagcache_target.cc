@@ -1,6 +1,8 @@
 #include "tagbench/tagcache_target.h"
 
 #include <algorithm>
+#include <atomic>
+#include <vector>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -181,20 +183,23 @@ class TagcacheSession : public Session {
 
 class TagcacheTarget : public Target {
  public:
-  TagcacheTarget(std::unique_ptr<client::Client> client, std::string seeds,
+  TagcacheTarget(std::vector<std::unique_ptr<client::Client>> clients, std::string seeds,
                  std::chrono::milliseconds timeout)
-      : client_(std::move(client)), seeds_(std::move(seeds)), timeout_(timeout) {}
+      : clients_(std::move(clients)), seeds_(std::move(seeds)), timeout_(timeout) {}
 
   std::string Describe() const override { return "tagcache " + seeds_; }
   std::string Kind() const override { return "tagcache"; }
 
   Result<std::unique_ptr<Session>> OpenSession(const SessionOptions& options) override {
+    // Sessions take the clients in turn, so each client's I/O thread
+    // serves its share of the connections.
+    client::Client* client = clients_[next_client_.fetch_add(1, std::memory_order_relaxed) % clients_.size()].get();
     return std::unique_ptr<Session>(
-        std::make_unique<TagcacheSession>(client_.get(), options.keep_answers, timeout_));
+        std::make_unique<TagcacheSession>(client, options.keep_answers, timeout_));
   }
 
   Result<MemoryReport> Memory() override {
-    Result<std::vector<client::NodeStats>> stats = client_->Stats();
+    Result<std::vector<client::NodeStats>> stats = clients_.front()->Stats();
     if (!stats.ok()) return stats.status();
     MemoryReport m;
     for (const auto& n : *stats) {
@@ -205,7 +210,8 @@ class TagcacheTarget : public Target {
   }
 
  private:
-  std::unique_ptr<client::Client> client_;
+  std::vector<std::unique_ptr<client::Client>> clients_;  // at least one
+  std::atomic<size_t> next_client_{0};  // sessions may open on several threads
   std::string seeds_;
   std::chrono::milliseconds timeout_;
 };
@@ -216,6 +222,9 @@ Result<std::unique_ptr<Target>> ConnectTagcache(const TagcacheTargetOptions& opt
   if (options.connections < 1 || options.depth < 1) {
     return Status::BadRequest("connections and depth must be >= 1");
   }
+  if (options.clients < 1) return Status::BadRequest("tagcache clients must be >= 1");
+  // Never more clients than connections: each client holds at least one.
+  const int clients = std::min(options.clients, options.connections);
   client::ClientOptions co;
   co.seeds.clear();
   std::stringstream ss(options.seeds);
@@ -223,17 +232,22 @@ Result<std::unique_ptr<Target>> ConnectTagcache(const TagcacheTargetOptions& opt
     if (!s.empty()) co.seeds.push_back(s);
   }
   if (co.seeds.empty()) return Status::BadRequest("no tagcache address given");
-  co.connections_per_node = options.connections;
   // The driver keeps `depth` ops in flight per connection; leave headroom so
   // the client's queue, not a refusal, absorbs a burst.
   co.max_in_flight = static_cast<size_t>(options.depth) * 2;
   co.request_timeout = options.timeout;
   co.client_name = "tagbench";
   if (Status s = client::ApplyCredentials(options.credentials, co); !s.ok()) return s;
-  Result<std::unique_ptr<client::Client>> c = client::Client::Connect(co);
-  if (!c.ok()) return c.status();
+  std::vector<std::unique_ptr<client::Client>> opened;
+  for (int i = 0; i < clients; ++i) {
+    // The connections split as evenly as they go: 32 over 3 is 11, 11, 10.
+    co.connections_per_node = options.connections / clients + (i < options.connections % clients);
+    Result<std::unique_ptr<client::Client>> c = client::Client::Connect(co);
+    if (!c.ok()) return c.status();
+    opened.push_back(std::move(c).value());
+  }
   return std::unique_ptr<Target>(
-      std::make_unique<TagcacheTarget>(std::move(c).value(), options.seeds, options.timeout));
+      std::make_unique<TagcacheTarget>(std::move(opened), options.seeds, options.timeout));
 }
 
 }  // namespace tagcache::tagbench

@@ -1,5 +1,6 @@
 // The tagcache Target: every op through the client library's async calls,
-// `connections` pooled connections (ClientOptions::connections_per_node)
+// `connections` pooled connections (ClientOptions::connections_per_node,
+// split over `clients` client instances)
 // shared by the sessions, completions handed from the client's I/O thread
 // to the session's thread through a small queue.
 #pragma once
@@ -16,6 +17,10 @@ struct TagcacheTargetOptions {
   std::string seeds = "127.0.0.1:7379";  // comma-separated host:port
   int connections = 32;                  // per node. REQUIRES: >= 1
   int depth = 16;                        // requests in flight per connection
+  // Client instances, each with its own I/O thread (a client runs all its
+  // connections on one thread); the connections are split among them and
+  // sessions take them in turn. Capped at `connections`. REQUIRES: >= 1.
+  int clients = 2;
   std::chrono::milliseconds timeout{10000};
   client::CredentialFlags credentials;   // token and TLS (docs/SECURITY.md)
 };

@@ -7,7 +7,8 @@ namespace tagcache::tagbench {
 
 Result<std::unique_ptr<Target>> OpenTarget(const std::string& url, const Manifest& manifest,
                                            int connections, int depth,
-                                           const client::CredentialFlags& credentials) {
+                                           const client::CredentialFlags& credentials,
+                                           int tagcache_clients) {
   if (url.rfind("redis://", 0) == 0) {
     Result<RedisAddress> a = ParseRedisUrl(url);
     if (!a.ok()) return a.status();
@@ -28,6 +29,7 @@ Result<std::unique_ptr<Target>> OpenTarget(const std::string& url, const Manifes
   o.connections = connections;
   o.depth = depth;
   o.credentials = credentials;
+  o.clients = tagcache_clients;
   return ConnectTagcache(o);
 }
 

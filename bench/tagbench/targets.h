@@ -12,10 +12,12 @@
 
 namespace tagcache::tagbench {
 
-// `credentials` (token, TLS) apply to tagcache targets. BAD_REQUEST for a
+// `credentials` (token, TLS) and `tagcache_clients` (client instances,
+// TagcacheTargetOptions::clients) apply to tagcache targets. BAD_REQUEST for a
 // malformed URL or bad credentials; the connection's error otherwise.
 Result<std::unique_ptr<Target>> OpenTarget(const std::string& url, const Manifest& manifest,
                                            int connections, int depth,
-                                           const client::CredentialFlags& credentials = {});
+                                           const client::CredentialFlags& credentials = {},
+                                           int tagcache_clients = 2);
 
 }  // namespace tagcache::tagbench
