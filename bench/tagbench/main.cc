@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
   runc->add_flag("--progress", progress_flag,
                  "live progress line on stderr (default: only on a terminal)");
   runc->add_flag("--quiet", quiet, "no table on stdout");
-  int tagcache_clients = 2;
+  int tagcache_clients = 1;
   runc->add_option("--tagcache-clients", tagcache_clients,
                    "tagcache targets: client instances (one I/O thread each) the connections "
                    "are split over")

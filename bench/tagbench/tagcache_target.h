@@ -20,7 +20,7 @@ struct TagcacheTargetOptions {
   // Client instances, each with its own I/O thread (a client runs all its
   // connections on one thread); the connections are split among them and
   // sessions take them in turn. Capped at `connections`. REQUIRES: >= 1.
-  int clients = 2;
+  int clients = 1;
   std::chrono::milliseconds timeout{10000};
   client::CredentialFlags credentials;   // token and TLS (docs/SECURITY.md)
 };

@@ -18,6 +18,6 @@ namespace tagcache::tagbench {
 Result<std::unique_ptr<Target>> OpenTarget(const std::string& url, const Manifest& manifest,
                                            int connections, int depth,
                                            const client::CredentialFlags& credentials = {},
-                                           int tagcache_clients = 2);
+                                           int tagcache_clients = 1);
 
 }  // namespace tagcache::tagbench
