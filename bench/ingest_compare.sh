@@ -16,6 +16,8 @@
 #    --pipe` of the same pairs (SADD per user, SETBIT per pair) and events.
 # Every process started here is stopped by its pid.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 USERS=10600000   # ~10^8 pairs with the default popularity
@@ -48,17 +50,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
-# A port nothing listens on (bash's /dev/tcp: a refused connect means free).
-free_port() {
-  local port
-  for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 30000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
-  done
-  echo "no free port" >&2; exit 1
-}
 
 echo "==> generating $USERS users x 200 tags, $EVENTS events into $DIR"
 if [ ! -f "$DIR/done" ]; then

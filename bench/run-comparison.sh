@@ -27,6 +27,8 @@
 # With --smoke, exits 1 unless every op of every run had a nonzero
 # throughput and no errors on both targets, and redis-server must exist.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
@@ -90,19 +92,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.2f\", $1 }"; }
 json_field() { sed -n "s/^ *\"$2\": *\([0-9.e+-]*\),\{0,1\}$/\1/p" "$1" | head -1; }
-# A port nothing listens on (a refused connect means free); redis-server
-# cannot take port 0, so it is started with one of these and retried.
-free_port() {
-  local port
-  for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 30000))
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
-  done
-  echo "run-comparison: no free port" >&2; exit 1
-}
 
 # ---- 1. dataset ---------------------------------------------------------------
 echo "==> tagbench gen: $USERS users x $TAGS tags, $EVENTS events ($DIR/data)" >&2
