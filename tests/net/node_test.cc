@@ -1158,8 +1158,16 @@ TEST_P(LimitsTest, SlowReaderIsDisconnectedAtTheOutputCapWithMemoryBounded) {
   // What the client asked for would be 4,000 * 56 KB = 224 MB of responses;
   // the node held at most about the cap, plus in-flight results.
   const uint64_t rss_after = NodeResidentBytes();
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer keeps freed blocks in a quarantine (256 MB by
+  // default), so resident memory says nothing about what the node holds;
+  // the plain build checks the bound.
+  (void)rss_before;
+  (void)rss_after;
+#else
   EXPECT_LT(rss_after, rss_before + (uint64_t{64} << 20))
       << "resident memory grew from " << rss_before << " to " << rss_after;
+#endif
   ExpectHealthy();
 }
 
