@@ -153,14 +153,7 @@ bool Permits(const std::string& held, const std::string& needed) {
 class AuthNodeTest : public ::testing::Test {
  protected:
   NodeOptions Options() {
-    NodeOptions o;
-    o.listen_host = "127.0.0.1";
-    o.listen_port = 0;
-    o.io_threads = 1;
-    o.workers = 2;
-    o.engine.query_threads = 1;
-    o.engine.shard_bits = 16;
-    o.shutdown_grace = milliseconds(2000);
+    NodeOptions o = SmallTestNodeOptions();
     WriteText(auth_file_, AuthFileText());
     o.auth_file = auth_file_;
     return o;

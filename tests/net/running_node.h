@@ -68,6 +68,20 @@ class RunningNode {
   std::thread thread_;
 };
 
+// A small node for in-process tests: a free loopback port, one IO thread,
+// two workers, one query thread, 2^16-user shards, a 2 s shutdown grace.
+inline NodeOptions SmallTestNodeOptions() {
+  NodeOptions o;
+  o.listen_host = "127.0.0.1";
+  o.listen_port = 0;
+  o.io_threads = 1;
+  o.workers = 2;
+  o.engine.query_threads = 1;
+  o.engine.shard_bits = 16;
+  o.shutdown_grace = std::chrono::milliseconds(2000);
+  return o;
+}
+
 // RunningNode::Start, failing the test (and returning null) when the node
 // does not come up.
 inline std::unique_ptr<RunningNode> MustStart(NodeOptions options) {

@@ -37,15 +37,8 @@ class TlsNodeTest : public ::testing::Test {
   void SetUp() override { ASSERT_TRUE(certs_ok_) << "no test certificates"; }
 
   static NodeOptions Options(bool tls) {
-    NodeOptions o;
-    o.listen_host = "127.0.0.1";
-    o.listen_port = 0;
-    o.io_threads = 1;
-    o.workers = 2;
-    o.engine.query_threads = 1;
-    o.engine.shard_bits = 16;
+    NodeOptions o = SmallTestNodeOptions();
     o.hello_timeout = milliseconds(3000);
-    o.shutdown_grace = milliseconds(2000);
     if (tls) {
       o.tls_cert_file = certs_.server_cert;
       o.tls_key_file = certs_.server_key;
