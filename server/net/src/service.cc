@@ -724,6 +724,15 @@ FrameResult Service::MalformedResult(const kj::Exception& e) {
   return result;
 }
 
+FrameResult Service::ErrorResult(uint64_t id, size_t kind, const Status& status) {
+  capnp::MallocMessageBuilder mb(256);
+  auto resp = mb.initRoot<Response>();
+  resp.setId(id);
+  resp.setEpoch(cluster_.epoch());
+  SetError(resp, status);
+  return Finish(mb, id, kind, status.code());
+}
+
 // Serializing the answer can fail (too large for a frame, out of memory):
 // that is ours, so the client gets an error frame instead.
 FrameResult Service::Finish(capnp::MallocMessageBuilder& mb, uint64_t id, size_t kind,
@@ -775,14 +784,7 @@ void Service::ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body, security::
     }
     Request::Reader req = *parsed;
     if (Status access = CheckAccess(req.which(), granted); !access.ok()) {
-      id = req.getId();
-      kind = KindOf(req);
-      capnp::MallocMessageBuilder mb(256);
-      auto resp = mb.initRoot<Response>();
-      resp.setId(id);
-      resp.setEpoch(cluster_.epoch());
-      SetError(resp, access);
-      done(Finish(mb, id, kind, access.code()));
+      done(ErrorResult(req.getId(), KindOf(req), access));
       return;
     }
     switch (req.which()) {
@@ -795,12 +797,7 @@ void Service::ExecuteFrameAsync(kj::ArrayPtr<const capnp::word> body, security::
         Result<PreparedWrite> decoded = DecodeWrite(req);
         Status s = decoded.ok() ? AdmitWrite(*decoded) : decoded.status();
         if (!s.ok()) {
-          capnp::MallocMessageBuilder mb(256);
-          auto resp = mb.initRoot<Response>();
-          resp.setId(id);
-          resp.setEpoch(cluster_.epoch());
-          SetError(resp, s);
-          done(Finish(mb, id, kind, s.code()));
+          done(ErrorResult(id, kind, s));
           return;
         }
         write = std::make_shared<PreparedWrite>(std::move(*decoded));

@@ -183,6 +183,8 @@ class Service {
   static FrameResult MalformedResult(const kj::Exception& e);
   // Turns a filled-in response into a FrameResult.
   FrameResult Finish(capnp::MallocMessageBuilder& mb, uint64_t id, size_t kind, StatusCode code);
+  // The frame answering request `id` of `kind` with `status` (not OK).
+  FrameResult ErrorResult(uint64_t id, size_t kind, const Status& status);
   void FillStats(wire::Response::StatsReply::Builder out);
 
   StatusCode ExecuteClusterRequest(wire::Request::Reader req, wire::Response::Builder resp);
